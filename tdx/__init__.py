@@ -1,0 +1,8 @@
+"""Public facade of tdx-vm-sdk: `from tdx import Image, Build, fetch, fetch_git, hash_of`.
+
+No logic lives here: every name is re-exported from `tdxstore`.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,78 @@
+"""Small file-system primitives (L0, stdlib only): atomic writes and renames with fsync.
+
+Nothing here knows about the store; callers decide what a path means. A file written with
+`atomic_write` is either absent or complete, never half-written, even across a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink inside `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` through a temporary file in the same directory, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def make_writable_tree(path: Path) -> None:
+    """Add the owner write bit on every directory below `path` so the tree can be removed."""
+    if path.is_symlink() or not path.exists():
+        return
+    if path.is_dir():
+        for root, dirs, _files in os.walk(path):
+            os.chmod(root, stat.S_IMODE(os.lstat(root).st_mode) | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
+            for d in dirs:
+                p = os.path.join(root, d)
+                if not os.path.islink(p):
+                    os.chmod(p, stat.S_IMODE(os.lstat(p).st_mode) | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file or a (possibly read-only) tree; a missing path is not an error."""
+    if path.is_symlink() or path.is_file():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    if not path.exists():
+        return
+    make_writable_tree(path)
+    shutil.rmtree(path, ignore_errors=False)
+
+
+@contextlib.contextmanager
+def temporary_directory(parent: Path, prefix: str) -> Iterator[Path]:
+    """A temporary directory under `parent` (same file system, so renames are atomic)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield tmp
+    finally:
+        remove_tree(tmp)

@@ -1,0 +1,1 @@
+"""builders (see docs/architecture.md)."""

@@ -1,0 +1,125 @@
+"""The one error hierarchy of tdx-vm-sdk (L0, stdlib only).
+
+Library code raises these and never prints or exits; the CLI renders them once
+(`error: <message>`, `hint: <hint>`, then the detail) and maps the class to an exit code.
+Every error has a stable kebab-case `code` that tests assert on.
+"""
+
+from __future__ import annotations
+
+
+class TdxError(Exception):
+    """Base class: a one-sentence `message`, the next step in `hint`, a longer `detail`."""
+
+    code = "tdx-error"
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.hint:
+            parts.append(self.hint)
+        return "\n".join(parts)
+
+
+class UsageError(TdxError):
+    """The user asked for something malformed (bad argument, bad hash syntax, bad URL)."""
+
+    code = "usage"
+    exit_code = 2
+
+
+class StorePathError(TdxError):
+    """A string is not a valid store path, or a name is not a valid store path name."""
+
+    code = "invalid-store-path"
+
+
+class StoreError(TdxError):
+    """The store itself: missing or invalid path, database, permissions, locks."""
+
+    code = "store-error"
+
+
+class NarError(TdxError):
+    """A NAR stream is malformed or hostile, or a tree cannot be serialised."""
+
+    code = "nar-malformed"
+
+
+class DerivationError(TdxError):
+    """A derivation is malformed, has a cycle, references an invalid path or an unknown output."""
+
+    code = "derivation-invalid"
+
+
+class SandboxError(TdxError):
+    """The sandbox cannot be set up (bwrap missing, unusable, bad specification)."""
+
+    code = "sandbox-error"
+
+
+class BuildError(TdxError):
+    """A builder ran and failed, timed out, or produced a wrong output."""
+
+    code = "build-failed"
+
+
+class FetchError(TdxError):
+    """A download or git fetch failed, or its content did not match the declared hash."""
+
+    code = "fetch-failed"
+
+
+class HashMismatchError(FetchError):
+    """Content differs from the hash declared in advance (fetch or fixed-output derivation)."""
+
+    code = "hash-mismatch"
+
+    def __init__(self, what: str, expected: str, got: str) -> None:
+        super().__init__(
+            f"hash mismatch for {what}\n  Expected: {expected}\n  Got:      {got}",
+            hint="The remote content has changed. Verify the new content and update the hash.",
+            code="hash-mismatch",
+        )
+        self.what = what
+        self.expected = expected
+        self.got = got
+
+
+class ImageError(TdxError):
+    """An Image definition is invalid or conflicting, or the image build failed."""
+
+    code = "image-error"
+
+
+class ConflictError(ImageError):
+    """Two calls claim the same thing (file destination, user, service, port)."""
+
+    code = "conflict"
+
+
+class MeasureError(TdxError):
+    """TDX measurements cannot be predicted from the given inputs."""
+
+    code = "measure-error"
+
+
+class LockfileError(TdxError):
+    """tdx.lock is missing, stale, malformed or does not match."""
+
+    code = "lockfile-error"
+
+
+class CommandError(TdxError):
+    """An external command (git, mkosi, apt-get, bwrap …) exited non-zero or could not start."""
+
+    code = "command-failed"

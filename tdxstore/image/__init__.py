@@ -1,0 +1,1 @@
+"""image (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""The bubblewrap sandbox and the one process runner (L1)."""
