@@ -1,0 +1,162 @@
+"""`tdx store …`: add, ls, path-info, dump, verify, gc, delete, roots (L4: parse, call, print)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+store_app = typer.Typer(help="Inspect and maintain the content-addressed store.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(store_app, name="store")
+
+
+def _open():  # type: ignore[no-untyped-def]
+    from tdxstore.store.store import Store
+
+    return Store.open()
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{n} B"
+        size /= 1024
+    return f"{n} B"
+
+
+@store_app.command("add")
+def add(
+    path: Path = typer.Argument(..., help="File or directory to add."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Store path name (default: the file name)."),
+    flat: bool = typer.Option(False, "--flat", help="Hash the file's bytes, not its NAR (single files)."),
+) -> None:
+    """Put a file or a directory tree into the store and print its store path."""
+    store = _open()
+    sp = store.add_flat(path, name) if flat else store.add_path(path, name)
+    print(sp)
+
+
+@store_app.command("ls")
+def ls() -> None:
+    """List every valid store path."""
+    store = _open()
+    for base in store.db.all_paths():
+        print(f"/tdx/store/{base}")
+
+
+@store_app.command("path-info")
+def path_info(
+    paths: list[str] = typer.Argument(..., help="Store paths (logical /tdx/store/… or physical)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show NAR hash, NAR size, references, deriver and registration time of store paths."""
+    store = _open()
+    infos = [store.query(store.parse(p)) for p in paths]
+    if as_json:
+        print(json.dumps([{
+            "path": str(i.path), "narHash": i.nar_hash, "narSize": i.nar_size,
+            "references": [str(r) for r in i.references], "deriver": str(i.deriver) if i.deriver else None,
+            "ca": i.ca, "registrationTime": i.registration_time, "impure": i.impure,
+        } for i in infos], indent=2))
+        return
+    for i in infos:
+        print(i.path)
+        print(f"  nar-hash:      {i.nar_hash}")
+        print(f"  nar-size:      {i.nar_size}")
+        print(f"  registered:    {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(i.registration_time))}")
+        print(f"  deriver:       {i.deriver or '-'}")
+        print(f"  content-addr:  {i.ca or '-'}")
+        if i.impure:
+            print("  impure:        yes (built without sandbox)")
+        print(f"  references:    {len(i.references)}")
+        for r in i.references:
+            print(f"    {r}")
+
+
+@store_app.command("dump")
+def dump(path: str = typer.Argument(..., help="Store path to serialise.")) -> None:
+    """Write the NAR serialisation of a store path to standard output."""
+    from tdxstore.store.nar import dump as nar_dump
+
+    store = _open()
+    sp = store.parse(path)
+    store.query(sp)
+    out = sys.stdout.buffer
+    nar_dump(store.real_path(sp), out.write)
+    out.flush()
+
+
+@store_app.command("verify")
+def verify(
+    repair_db: bool = typer.Option(False, "--repair-db",
+                                   help="Rebuild an unreadable database from the store, or drop rows of "
+                                        "missing paths (and their referrers)."),
+    no_contents: bool = typer.Option(False, "--no-contents", help="Only check that paths exist."),
+) -> None:
+    """Re-hash every valid path and report missing or corrupted ones."""
+    from tdxstore.errors import StoreError
+    from tdxstore.store.verify import drop_missing, repair_database, verify_store
+
+    try:
+        store = _open()
+    except StoreError as e:
+        if e.code != "db-corrupt" or not repair_db:
+            raise
+        rebuilt = repair_database()
+        print(f"database rebuilt from the store: {len(rebuilt)} paths registered", file=sys.stderr)
+        store = _open()
+    report = verify_store(store, check_contents=not no_contents)
+    for m in report.missing:
+        print(f"missing:   {m}")
+    for sp, exp, got in report.corrupted:
+        print(f"corrupted: {sp}\n  expected {exp}\n  got      {got}")
+    for g in report.garbage:
+        print(f"invalid (unregistered, removed by gc): {g}")
+    if repair_db and report.missing:
+        for b in drop_missing(store, list(report.missing)):
+            print(f"invalidated: /tdx/store/{b}")
+    print(f"checked {report.checked} paths: {len(report.missing)} missing, {len(report.corrupted)} corrupted",
+          file=sys.stderr)
+    if report.corrupted or (report.missing and not repair_db):
+        raise typer.Exit(1)
+
+
+@store_app.command("gc")
+def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be deleted.")) -> None:
+    """Delete every path not reachable from a GC root."""
+    from tdxstore.store.gc import collect_garbage
+
+    report = collect_garbage(_open(), dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for p in report.deleted:
+        print(f"{verb} {p}")
+    for g in report.garbage:
+        print(f"{verb} invalid {g}")
+    print(f"{verb} {len(report.deleted) + len(report.garbage)} paths, "
+          f"{'would free' if dry_run else 'freed'} {_human(report.freed_bytes)}", file=sys.stderr)
+
+
+@store_app.command("delete")
+def delete(paths: list[str] = typer.Argument(..., help="Store paths to delete.")) -> None:
+    """Delete store paths (refused while referenced or rooted)."""
+    from tdxstore.store.gc import delete_paths
+
+    store = _open()
+    freed = delete_paths(store, [store.parse(p) for p in paths])
+    print(f"deleted {len(paths)} paths, freed {_human(freed)}", file=sys.stderr)
+
+
+@store_app.command("roots")
+def roots_cmd() -> None:
+    """List GC roots and the store paths they keep alive."""
+    from tdxstore.store.gc import roots
+
+    for link, sp in sorted(roots(_open()).items()):
+        print(f"{link} -> {sp}")

@@ -1,0 +1,262 @@
+"""The local store: maps StorePaths to `$TDX_HOME/store/`, adds content, installs build outputs (L2).
+
+Invariant: a path is valid iff it has a database row, and a row is only written after the complete,
+normalised tree has been renamed into place. Every add follows Nix's order: check valid → take the
+per-path lock → re-check → write into `tmp/` → normalise, hash → rename → register → unlock. A crash
+at any step leaves at most an unregistered directory, which is invalid and removed by `gc`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tdxstore._fs import fsync_dir, remove_tree, temporary_directory
+from tdxstore._lock import FileLock, locked
+from tdxstore.errors import StoreError, StorePathError
+from tdxstore.store import base32
+from tdxstore.store.db import Database, PathInfo
+from tdxstore.store.nar import hash_and_scan, hash_path
+from tdxstore.store.normalise import normalise_tree
+from tdxstore.store.path import (
+    STORE_DIR,
+    StorePath,
+    make_fixed_output_path,
+    make_text_path,
+)
+
+
+def default_home() -> Path:
+    """`$TDX_HOME`, else `$XDG_DATA_HOME/tdx`, else `~/.local/share/tdx`."""
+    if os.environ.get("TDX_HOME"):
+        return Path(os.environ["TDX_HOME"]).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "tdx"
+
+
+def content_address(sha256: bytes, *, recursive: bool) -> str:
+    return f"fixed:{'r:' if recursive else ''}sha256:{base32.encode(sha256)}"
+
+
+class Store:
+    """A store rooted at `home` (physical); paths are presented at the logical `/tdx/store`."""
+
+    def __init__(self, home: Path, db: Database) -> None:
+        self.home = home
+        self.root = home / "store"
+        self.tmp = home / "tmp"
+        self.locks = home / "locks"
+        self.gcroots = home / "gcroots"
+        self.logs = home / "logs"
+        self.db = db
+
+    @classmethod
+    def open(cls, home: Path | None = None) -> Store:
+        home = (home or default_home()).absolute()
+        try:
+            for sub in ("store", "tmp", "locks", "gcroots", "logs"):
+                (home / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the store under {str(home)!r}: {e.strerror}",
+                             hint="set TDX_HOME to a writable directory", code="store-not-writable") from e
+        if not os.access(home / "store", os.W_OK) or not os.access(home, os.W_OK):
+            raise StoreError(f"the store directory {str(home)!r} is not writable",
+                             hint="fix its permissions or set TDX_HOME to a writable directory",
+                             code="store-not-writable")
+        return cls(home, Database(home / "db.sqlite"))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- naming ---------------------------------------------------------------------------------
+
+    def real_path(self, sp: StorePath) -> Path:
+        return self.root / sp.base_name
+
+    def parse(self, text: str | os.PathLike[str]) -> StorePath:
+        """A StorePath from its logical (`/tdx/store/…`) or physical location."""
+        s = os.fspath(text).rstrip("/")
+        if s.startswith(STORE_DIR + "/"):
+            return StorePath.parse(s)
+        p = Path(s).absolute()
+        if p.parent == self.root:
+            return StorePath.from_base_name(p.name)
+        if p.is_symlink():  # a result link
+            return self.parse(os.readlink(p))
+        raise StorePathError(f"path {s!r} is not in the store",
+                             hint=f"give a path under {STORE_DIR} or {str(self.root)!r}", code="not-in-store")
+
+    def is_valid(self, sp: StorePath) -> bool:
+        return self.db.is_valid(sp.base_name)
+
+    def query(self, sp: StorePath) -> PathInfo:
+        info = self.db.query(sp.base_name)
+        if info is None:
+            raise StoreError(f"path {sp} is not valid in this store",
+                             hint="add or build it first (`tdx store add`, `tdx realise`)", code="path-not-valid")
+        return info
+
+    def log_path(self, sp: StorePath) -> Path:
+        return self.logs / sp.hash_part[:2] / f"{sp.base_name}.log.zst"
+
+    # -- locking --------------------------------------------------------------------------------
+
+    def path_lock(self, sp: StorePath) -> FileLock:
+        return FileLock(self.locks / f"{sp.base_name}.lock")
+
+    @contextmanager
+    def path_locks(self, sps: Iterable[StorePath]) -> Iterator[None]:
+        with locked(self.locks / f"{sp.base_name}.lock" for sp in sps):
+            yield
+
+    @contextmanager
+    def gc_guard(self) -> Iterator[None]:
+        """Held (shared) while adding or building so that a concurrent gc cannot delete inputs."""
+        with locked([self.locks / "gc.lock"], shared=True):
+            yield
+
+    @contextmanager
+    def temp_dir(self, prefix: str) -> Iterator[Path]:
+        with temporary_directory(self.tmp, f"{os.getpid()}-{prefix}") as d:
+            yield d
+
+    # -- adding content -------------------------------------------------------------------------
+
+    def add_path(self, src: Path, name: str | None = None) -> StorePath:
+        """Add a file or tree by the SHA-256 of its NAR (as `nix-store --add`); no work if already valid."""
+        src = Path(src)
+        if not src.exists() and not src.is_symlink():
+            raise StoreError(f"cannot add {str(src)!r}: no such file or directory", code="source-missing")
+        name = name or src.name
+        digest = hash_path(src)
+        sp = make_fixed_output_path(digest.hex, name, recursive=True)
+        if self.is_valid(sp):
+            return sp
+        with self.gc_guard(), self.temp_dir("add") as tmp:
+            staged = tmp / "out"
+            _copy(src, staged)
+            self._install_ca(staged, sp, digest.sha256, content_address(digest.sha256, recursive=True))
+        return sp
+
+    def add_flat(self, src: Path, name: str | None = None) -> StorePath:
+        """Add one regular file by the SHA-256 of its bytes (fetch results)."""
+        src = Path(src)
+        if not src.is_file():
+            raise StoreError(f"cannot add {str(src)!r} as a flat file: not a regular file", code="source-missing")
+        name = name or src.name
+        flat = _sha256_file(src)
+        sp = make_fixed_output_path(flat.hex(), name, recursive=False)
+        if self.is_valid(sp):
+            return sp
+        with self.gc_guard(), self.temp_dir("add") as tmp:
+            staged = tmp / "out"
+            _copy(src, staged)
+            if _sha256_file(staged) != flat:
+                raise StoreError(f"{str(src)!r} changed while it was being added", code="source-changed")
+            self._install_ca(staged, sp, None, content_address(flat, recursive=False))
+        return sp
+
+    def add_bytes(self, name: str, data: bytes, executable: bool = False) -> StorePath:
+        """Add a single file with `data` (recursive content address, like add_path)."""
+        with self.temp_dir("bytes") as tmp:
+            f = tmp / "f"
+            f.write_bytes(data)
+            f.chmod(0o755 if executable else 0o644)
+            return self.add_path(f, name)
+
+    def add_text(self, name: str, data: bytes, references: Iterable[StorePath] = ()) -> StorePath:
+        """Add a text file whose path also commits to its references (used for .drv files)."""
+        refs = sorted(set(references))
+        sp = make_text_path(hashlib.sha256(data).hexdigest(), name, refs)
+        if self.is_valid(sp):
+            return sp
+        with self.gc_guard(), self.path_locks([sp]):
+            if self.is_valid(sp):
+                return sp
+            with self.temp_dir("text") as tmp:
+                staged = tmp / "out"
+                staged.write_bytes(data)
+                self.install(staged, sp, references=refs,
+                             ca=f"text:sha256:{base32.encode(hashlib.sha256(data).digest())}")
+        return sp
+
+    def _install_ca(self, staged: Path, sp: StorePath, expect_nar: bytes | None, ca: str) -> None:
+        with self.path_locks([sp]):
+            if self.is_valid(sp):
+                return
+            info = self.install(staged, sp, references=(), ca=ca)
+            if expect_nar is not None and info.nar_hash != f"sha256:{expect_nar.hex()}":
+                raise StoreError(f"the content of {sp} changed while it was being added", code="source-changed")
+
+    def install(self, staged: Path, sp: StorePath, *, references: Iterable[StorePath] = (),
+                scan: Iterable[StorePath] | None = None, deriver: StorePath | None = None,
+                ca: str | None = None, impure: bool = False) -> PathInfo:
+        """Move a finished tree into place and register it. The caller holds the path lock.
+
+        `references` are recorded as given; `scan` are candidates whose hash part is searched for in the
+        tree (plus the path itself, for self-references). Normalises the tree first.
+        """
+        normalise_tree(staged)
+        refs = set(references)
+        if scan is not None:
+            candidates = {c.hash_part: c for c in scan} | {sp.hash_part: sp}
+            digest, found = hash_and_scan(staged, candidates)
+            refs |= {candidates[h] for h in found}
+        else:
+            digest = hash_path(staged)
+        dest = self.real_path(sp)
+        if dest.exists() or dest.is_symlink():
+            remove_tree(dest)  # an unregistered leftover of an interrupted operation
+        os.rename(staged, dest)
+        fsync_dir(self.root)
+        info = PathInfo(path=sp, nar_hash=f"sha256:{digest.sha256.hex()}", nar_size=digest.size,
+                        references=tuple(sorted(refs)), registration_time=int(time.time()),
+                        deriver=deriver, ca=ca, impure=impure)
+        with self.db.transaction() as conn:
+            self.db.insert(conn, info)
+        return info
+
+    # -- graph ------------------------------------------------------------------------------------
+
+    def references(self, sp: StorePath) -> list[StorePath]:
+        return [StorePath.from_base_name(b) for b in self.db.references(sp.base_name)]
+
+    def referrers(self, sp: StorePath) -> list[StorePath]:
+        return [StorePath.from_base_name(b) for b in self.db.referrers(sp.base_name)]
+
+    def closure(self, paths: Iterable[StorePath]) -> set[StorePath]:
+        """Every valid path reachable from `paths` through references (invalid starts are skipped)."""
+        seen: set[str] = set()
+        todo = [p.base_name for p in paths if self.is_valid(p)]
+        while todo:
+            base = todo.pop()
+            if base in seen:
+                continue
+            seen.add(base)
+            todo.extend(r for r in self.db.references(base) if r not in seen)
+        return {StorePath.from_base_name(b) for b in seen}
+
+
+def _sha256_file(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.digest()
+
+
+def _copy(src: Path, dest: Path) -> None:
+    """Copy a file, symlink or tree (symlinks kept as links; modes normalised later)."""
+    st = os.lstat(src)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(src), dest)
+    elif stat.S_ISDIR(st.st_mode):
+        shutil.copytree(src, dest, symlinks=True, copy_function=shutil.copy2)
+    else:
+        shutil.copy2(src, dest, follow_symlinks=False)
