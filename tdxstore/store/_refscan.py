@@ -1,0 +1,89 @@
+"""Reference scanning: which candidate store-path hash parts occur in a byte stream (L2, private).
+
+Fed chunk by chunk (NAR bytes); a hash part split across two chunks is still found because the
+trailing run of base-32 characters (at most 31 bytes) is carried over. It never decodes, never
+allocates per byte in Python, and reports only candidates: it cannot invent a reference.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from tdxstore.errors import StorePathError
+from tdxstore.store.base32 import ALPHABET
+
+HASH_LEN = 32
+_CLASS = b"[" + re.escape(ALPHABET.encode()) + b"]"
+_MARK = bytes(1 if chr(i) in ALPHABET else 0 for i in range(256))
+_RUN_MARK = b"\1" * HASH_LEN  # a hash part can only lie inside a run of 32 marked bytes
+# The run of base-32 characters that ends a chunk (the part that may continue in the next one).
+_TAIL = re.compile(_CLASS + b"*\\Z")
+_VALID = re.compile(_CLASS + b"{%d}" % HASH_LEN)
+
+ByteChunk = bytes | bytearray | memoryview
+
+
+class RefScanner:
+    """Accumulates the candidates seen so far; `found` is valid after every `feed`."""
+
+    __slots__ = ("_carry", "_pending", "found")
+
+    def __init__(self, candidates: Iterable[str]) -> None:
+        pending: set[bytes] = set()
+        for cand in candidates:
+            raw = cand.encode("ascii", "replace")
+            if _VALID.fullmatch(raw) is None:
+                raise StorePathError(
+                    f"reference candidate {cand!r} is not a 32-character Nix base-32 hash part",
+                    hint="Pass StorePath.hash_part values, not full store paths.",
+                )
+            pending.add(raw)
+        self._pending = pending
+        self._carry = b""
+        self.found: set[str] = set()
+
+    @property
+    def done(self) -> bool:
+        """True when every candidate has been seen (further scanning cannot add anything)."""
+        return not self._pending
+
+    def feed(self, chunk: ByteChunk) -> None:
+        if not self._pending:
+            return
+        n = len(chunk)
+        if self._carry:
+            # Windows straddling the boundary lie within carry (<= 31) + the first 31 bytes.
+            self._scan(self._carry + bytes(chunk[: HASH_LEN - 1]))
+        self._scan(chunk)
+        tail = bytes(chunk[-(HASH_LEN - 1):]) if n >= HASH_LEN - 1 else self._carry + bytes(chunk)
+        m = _TAIL.search(tail)
+        self._carry = m.group()[-(HASH_LEN - 1):] if m else b""
+
+    def _scan(self, data: ByteChunk) -> None:
+        # Map base-32 bytes to 1 and all others to 0, then let bytes.find (C, skips ahead) locate
+        # runs of 32 ones: 10x faster than a regex stepping through binary data byte by byte.
+        if isinstance(data, memoryview):
+            data = bytes(data)
+        marks = data.translate(_MARK)
+        pending = self._pending
+        start = marks.find(_RUN_MARK)
+        while start != -1:
+            end = marks.find(b"\0", start + HASH_LEN)
+            if end == -1:
+                end = len(marks)
+            run = bytes(data[start:end])
+            if len(run) == HASH_LEN:
+                hits = [run] if run in pending else []
+            elif len(run) - HASH_LEN < 8 * len(pending):
+                hits = [w for i in range(len(run) - HASH_LEN + 1) if (w := run[i:i + HASH_LEN]) in pending]
+            else:
+                # A long run (e.g. a huge file of base-32 letters): search each candidate in C instead
+                # of sliding a window in Python.
+                hits = [c for c in pending if c in run]
+            for hit in hits:
+                pending.discard(hit)
+                self.found.add(hit.decode("ascii"))
+            if not pending:
+                return
+            start = marks.find(_RUN_MARK, end)

@@ -1,0 +1,407 @@
+"""The Nix archive (NAR) format, byte for byte equal to `nix-store --dump` (L2).
+
+Serialises a file/directory/symlink tree, hashes it (every store add does this, so it is fast)
+and restores it from an untrusted stream, failing closed. It never follows symlinks, never
+writes outside the destination, and never reads a whole large file into memory. Grammar (Nix
+`archive.hh`); int(n) is 8 bytes little-endian, str(s) = int(|s|) s, zero-padded to 8 bytes:
+
+    nar       = str("nix-archive-1") node
+    node      = str("(") str("type") body str(")")
+    body      = str("regular") [str("executable") str("")] str("contents") str(<data>)
+              | str("symlink") str("target") str(<target>)
+              | str("directory") { entry }
+    entry     = str("entry") str("(") str("name") str(<name>) str("node") node str(")")
+
+Entries are sorted by the raw bytes of their names, without duplicates; a name is never empty,
+".", "..", and never holds "/" or NUL. Only the owner's execute bit is recorded (Nix S_IXUSR).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tdxstore._fs import remove_tree
+from tdxstore.errors import NarError
+from tdxstore.store import base32
+from tdxstore.store._refscan import ByteChunk, RefScanner
+
+MAGIC = b"nix-archive-1"
+CHUNK = 1 << 20  # files larger than this are streamed in chunks of this size
+_FLUSH = 1 << 18  # small writes are batched into one sink call per 256 KiB
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _str(s: bytes) -> bytes:
+    n = len(s)
+    return n.to_bytes(8, "little") + s + b"\0" * (-n % 8)
+
+
+_PAD = tuple(b"\0" * i for i in range(8))
+_OPEN = _str(b"(")
+_CLOSE = _str(b")")
+_HEADER = _str(MAGIC)
+_T_REGULAR = _str(b"type") + _str(b"regular")
+_T_SYMLINK = _str(b"type") + _str(b"symlink") + _str(b"target")
+_T_DIRECTORY = _str(b"type") + _str(b"directory")
+_EXECUTABLE = _str(b"executable") + _str(b"")
+_CONTENTS = _str(b"contents")
+_ENTRY_NAME = _str(b"entry") + _OPEN + _str(b"name")
+_NODE = _str(b"node") + _OPEN
+_END_ENTRY = _CLOSE + _CLOSE
+
+
+@dataclass(frozen=True, slots=True)
+class NarDigest:
+    """SHA-256 of a NAR and its length in bytes (what the store database records)."""
+
+    sha256: bytes
+    size: int
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != 32 or self.size < 0:
+            raise NarError(f"invalid NAR digest: {len(self.sha256)}-byte hash, size {self.size}",
+                           code="nar-digest-invalid")
+
+    @property
+    def hex(self) -> str:
+        return self.sha256.hex()
+
+    @property
+    def base32(self) -> str:
+        """Nix base-32, as in `sha256:<base32>` narHash fields."""
+        return base32.encode(self.sha256)
+
+
+class _Dumper:
+    """Walks a tree and emits NAR bytes to `sink`, batching small writes into one buffer."""
+
+    __slots__ = ("_buf", "_copy", "_sink", "size")
+
+    def __init__(self, sink: Callable[[ByteChunk], None], copy: bool) -> None:
+        self._sink = sink
+        self._copy = copy  # True: every sink call gets a fresh object it may keep
+        self._buf = bytearray(_HEADER)
+        self.size = 0
+
+    def flush(self) -> None:
+        if self._buf:
+            self.size += len(self._buf)
+            self._sink(bytes(self._buf) if self._copy else self._buf)
+            self._buf = bytearray()
+
+    def root(self, path: bytes) -> None:
+        try:
+            st = os.lstat(path)
+        except OSError as e:
+            raise _os_error(path, e) from e
+        self._buf += _OPEN
+        if stat.S_ISDIR(st.st_mode):
+            self._directory(path)
+        elif stat.S_ISLNK(st.st_mode):
+            self._symlink(path)
+        elif stat.S_ISREG(st.st_mode):
+            self._regular(path)
+        else:
+            raise _unsupported(path, st.st_mode)
+        self._buf += _CLOSE
+        self.flush()
+
+    def _directory(self, path: bytes) -> None:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted((e.name, e) for e in it)
+        except OSError as e:
+            raise _os_error(path, e) from e
+        buf = self._buf
+        buf += _T_DIRECTORY
+        for name, entry in entries:
+            n = len(name)
+            buf += _ENTRY_NAME
+            buf += n.to_bytes(8, "little")
+            buf += name
+            buf += _PAD[-n % 8]
+            buf += _NODE
+            if entry.is_file(follow_symlinks=False):
+                self._regular(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                self._directory(entry.path)
+            elif entry.is_symlink():
+                self._symlink(entry.path)
+            else:
+                raise _unsupported(entry.path, entry.stat(follow_symlinks=False).st_mode)
+            buf = self._buf  # a nested call may have flushed and replaced the buffer
+            buf += _END_ENTRY
+            if len(buf) >= _FLUSH:
+                self.flush()
+                buf = self._buf
+
+    def _symlink(self, path: bytes) -> None:
+        try:
+            target = os.readlink(path)
+        except OSError as e:
+            raise _os_error(path, e) from e
+        self._buf += _T_SYMLINK
+        self._buf += _str(target)
+
+    def _regular(self, path: bytes) -> None:
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError as e:
+            raise _os_error(path, e) from e
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # replaced between listing and opening
+                raise _unsupported(path, st.st_mode)
+            size = st.st_size
+            buf = self._buf
+            buf += _T_REGULAR
+            if st.st_mode & stat.S_IXUSR:
+                buf += _EXECUTABLE
+            buf += _CONTENTS
+            buf += size.to_bytes(8, "little")
+            if size <= CHUNK:
+                data = os.read(fd, size)
+                if len(data) != size:
+                    raise _changed(path, size)
+                buf += data
+            else:
+                self.flush()
+                self._stream(fd, path, size)
+            self._buf += _PAD[-size % 8]
+        except OSError as e:
+            raise _os_error(path, e) from e
+        finally:
+            os.close(fd)
+
+    def _stream(self, fd: int, path: bytes, size: int) -> None:
+        """Feed a large file to the sink chunk by chunk; memory stays at one chunk."""
+        sink = self._sink
+        left = size
+        if self._copy:
+            while left:
+                data = os.read(fd, min(left, CHUNK))
+                if not data:
+                    raise _changed(path, size)
+                sink(data)
+                left -= len(data)
+        else:
+            chunk = bytearray(CHUNK)
+            view = memoryview(chunk)
+            while left:
+                got = os.readv(fd, [view[: min(left, CHUNK)]])
+                if not got:
+                    raise _changed(path, size)
+                sink(view[:got])
+                left -= got
+        self.size += size
+
+
+def _unsupported(path: bytes, mode: int) -> NarError:
+    kind = {stat.S_IFCHR: "character device", stat.S_IFBLK: "block device", stat.S_IFIFO: "fifo",
+            stat.S_IFSOCK: "socket"}.get(stat.S_IFMT(mode), f"file of type {stat.S_IFMT(mode):o}")
+    return NarError(f"cannot archive {os.fsdecode(path)!r}: it is a {kind}",
+                    hint="Store paths may hold only regular files, directories and symlinks; remove it.",
+                    code="nar-unsupported-file")
+
+
+def _changed(path: bytes, size: int) -> NarError:
+    return NarError(f"{os.fsdecode(path)!r} changed while being archived (expected {size} bytes)",
+                    hint="Make sure nothing writes to the tree while it is added to the store.",
+                    code="nar-file-changed")
+
+
+def _os_error(path: bytes, e: OSError) -> NarError:
+    return NarError(f"cannot read {os.fsdecode(path)!r}: {e.strerror or e}",
+                    hint="Check that the tree is readable by this user.", code="nar-unreadable")
+
+
+def _run(path: Path, sink: Callable[[ByteChunk], None], copy: bool) -> int:
+    dumper = _Dumper(sink, copy)
+    try:
+        dumper.root(os.fsencode(path))
+    except RecursionError as e:
+        raise NarError(f"{str(path)!r} is nested too deeply to archive", code="nar-too-deep") from e
+    return dumper.size
+
+
+def dump(path: Path, write: Callable[[bytes], None]) -> None:
+    """Stream the NAR of `path` (file, directory or symlink; not followed) to `write`."""
+    _run(path, write, copy=True)  # type: ignore[arg-type]  # copy=True: write only ever gets bytes
+
+
+def dump_bytes(path: Path) -> bytes:
+    """The whole NAR in memory: for tests and small trees only."""
+    parts: list[bytes] = []
+    dump(path, parts.append)
+    return b"".join(parts)
+
+
+def hash_path(path: Path) -> NarDigest:
+    """SHA-256 and size of the NAR of `path`, without materialising it."""
+    h = hashlib.sha256()
+    size = _run(path, h.update, copy=False)
+    return NarDigest(h.digest(), size)
+
+
+def hash_and_scan(path: Path, candidates: Iterable[str]) -> tuple[NarDigest, frozenset[str]]:
+    """`hash_path` plus the subset of `candidates` (32-char hash parts) occurring in the NAR bytes."""
+    h = hashlib.sha256()
+    scanner = RefScanner(candidates)
+
+    def sink(chunk: ByteChunk) -> None:
+        h.update(chunk)
+        scanner.feed(chunk)
+
+    size = _run(path, sink if not scanner.done else h.update, copy=False)
+    return NarDigest(h.digest(), size), frozenset(scanner.found)
+
+
+# --- restore: a strict parser for untrusted streams ----------------------------------------------
+
+MAX_DEPTH = 256
+_MAX_TAG = 16  # longest tag is "executable"/"directory"
+_MAX_NAME = 255  # NAME_MAX
+_MAX_TARGET = 4095  # PATH_MAX - 1
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _malformed(what: str) -> NarError:
+    return NarError(f"malformed NAR: {what}", hint="The archive is corrupt or hostile; fetch it again.",
+                    code="nar-malformed")
+
+
+class _Parser:
+    """Reads NAR tokens from `read(n)` (which may return short reads) and rebuilds the tree."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self._read = read
+
+    def exact(self, n: int) -> bytes:
+        data = self._read(n)
+        if len(data) == n:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < n:
+            more = self._read(n - got)
+            if not more:
+                raise _malformed(f"truncated stream (wanted {n} bytes, got {got})")
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def number(self) -> int:
+        return int.from_bytes(self.exact(8), "little")
+
+    def padding(self, n: int) -> None:
+        if -n % 8 and self.exact(-n % 8).strip(b"\0"):
+            raise _malformed("non-zero padding")
+
+    def string(self, limit: int, what: str) -> bytes:
+        n = self.number()
+        if n > limit:
+            raise _malformed(f"{what} of {n} bytes exceeds the limit of {limit}")
+        data = self.exact(n)
+        self.padding(n)
+        return data
+
+    def expect(self, tag: bytes) -> None:
+        got = self.string(_MAX_TAG, "tag")
+        if got != tag:
+            raise _malformed(f"expected {tag.decode()!r}, found {got!r}")
+
+    def node(self, dest: bytes, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise _malformed(f"directory nesting deeper than {MAX_DEPTH}")
+        self.expect(b"(")
+        self.expect(b"type")
+        kind = self.string(_MAX_TAG, "tag")
+        if kind == b"regular":
+            self.regular(dest)
+        elif kind == b"symlink":
+            self.expect(b"target")
+            target = self.string(_MAX_TARGET, "symlink target")
+            if not target or b"\0" in target:
+                raise _malformed(f"invalid symlink target {target!r}")
+            os.symlink(target, dest)
+            self.expect(b")")
+        elif kind == b"directory":
+            self.directory(dest, depth)
+        else:
+            raise _malformed(f"unknown node type {kind!r}")
+
+    def regular(self, dest: bytes) -> None:
+        tag = self.string(_MAX_TAG, "tag")
+        executable = tag == b"executable"
+        if executable:
+            if self.string(_MAX_TAG, "tag"):
+                raise _malformed("'executable' must be followed by an empty string")
+            tag = self.string(_MAX_TAG, "tag")
+        if tag != b"contents":
+            raise _malformed(f"expected 'contents', found {tag!r}")
+        size = self.number()
+        fd = os.open(dest, _WRITE_FLAGS, 0o755 if executable else 0o644)
+        try:
+            left = size
+            while left:
+                data = self._read(min(left, CHUNK))
+                if not data:
+                    raise _malformed(f"truncated file contents ({size - left} of {size} bytes)")
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                left -= len(data)
+        finally:
+            os.close(fd)
+        self.padding(size)
+        self.expect(b")")
+
+    def directory(self, dest: bytes, depth: int) -> None:
+        os.mkdir(dest, 0o755)
+        previous: bytes | None = None
+        while True:
+            tag = self.string(_MAX_TAG, "tag")
+            if tag == b")":
+                return
+            if tag != b"entry":
+                raise _malformed(f"expected 'entry' or ')', found {tag!r}")
+            self.expect(b"(")
+            self.expect(b"name")
+            name = self.string(_MAX_NAME, "name")
+            if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
+                raise _malformed(f"invalid entry name {name!r}")
+            if previous is not None and name <= previous:
+                raise _malformed(f"entry {name!r} is not sorted after {previous!r} (or is a duplicate)")
+            previous = name
+            self.expect(b"node")
+            self.node(dest + b"/" + name, depth + 1)
+            self.expect(b")")
+
+
+def restore(read: Callable[[int], bytes], dest: Path) -> None:
+    """Rebuild the tree of one NAR read from `read` at `dest`, which must not exist.
+
+    Reads exactly the NAR and nothing after it. On any error the partial tree is removed.
+    Files get 0644/0755, directories 0755; the store normalises them afterwards.
+    """
+    if os.path.lexists(dest):
+        raise NarError(f"cannot restore a NAR to {str(dest)!r}: it already exists",
+                       hint="Restore into a fresh path.", code="nar-malformed")
+    parser = _Parser(read)
+    try:
+        if parser.string(_MAX_TAG, "magic") != MAGIC:
+            raise _malformed("bad magic (not a Nix archive)")
+        parser.node(os.fsencode(dest), 0)
+    except BaseException as e:
+        remove_tree(dest)
+        if isinstance(e, OSError):
+            raise NarError(f"cannot restore NAR to {str(dest)!r}: {e.strerror or e}",
+                           hint="Check that the destination is writable.", code="nar-restore-failed") from e
+        raise
