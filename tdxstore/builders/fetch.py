@@ -1,0 +1,204 @@
+"""The public `fetch`, `fetch_git` and `hash_of` (L3): verified external content in the store.
+
+A fetched path is content-addressed: flat (`fetch`) or NAR (`fetch_git`) SHA-256 plus the name,
+never the URL, so it equals Nix's fixed-output path. If that path is already valid, no network I/O
+happens. Otherwise one process per hash (flock under the store's `locks/`) downloads into the
+store's `tmp/`, verifies, then adds; a mismatch raises HashMismatchError and nothing is registered.
+`realise_fetch`/`realise_fetch_git` hold that logic for `realise` to call as fixed-output builtins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+from tdxstore._lock import locked
+from tdxstore.errors import FetchError, HashMismatchError, UsageError
+from tdxstore.fetch.download import Progress, check_url, download, url_file_name
+from tdxstore.fetch.git import check_git_url, check_ref, fetch_git_tree
+from tdxstore.fetch.hashspec import format_sha256, missing_hash_error, parse_sha256
+from tdxstore.fetch.record import FetchKind, record
+from tdxstore.store.path import MAX_NAME_LEN, StorePath, check_name, make_fixed_output_path
+from tdxstore.store.store import Store
+
+log = logging.getLogger(__name__)
+
+_BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9+\-._?=]+")
+
+
+def default_name(url: str, fallback: str = "download") -> str:
+    """A store path name from the last URL segment: invalid characters become '_'."""
+    base = url_file_name(url) if "://" in url else url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    name = _BAD_NAME_CHARS.sub("_", base).lstrip(".")[:MAX_NAME_LEN]
+    return name or fallback
+
+
+def default_git_name(url: str) -> str:
+    """`<repository>` from `.../<repository>(.git)`, or "source"."""
+    base = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    base = base.removesuffix(".git")
+    return _BAD_NAME_CHARS.sub("_", base).lstrip(".")[:MAX_NAME_LEN] or "source"
+
+
+def _fetch_lock(store: Store, kind: str, hex_digest: str) -> Path:
+    # Not the store path's own lock: Store.add_* takes that one itself, and flock is per open file.
+    return store.locks / f"fetch-{kind}-{hex_digest}.lock"
+
+
+def realise_fetch(store: Store, url: str, hex_digest: str, name: str, *,
+                  progress: Progress | None = None) -> StorePath:
+    """Make the flat fixed-output path of (hex_digest, name) valid, downloading `url` if needed."""
+    check_url(url)
+    check_name(name)
+    expected = make_fixed_output_path(hex_digest, name, recursive=False)
+    if store.is_valid(expected):
+        log.debug("fetch %s: %s already valid", url, expected)
+        return expected
+    with locked([_fetch_lock(store, "flat", hex_digest)]):
+        if store.is_valid(expected):  # another process fetched it while we waited
+            return expected
+        with store.temp_dir("fetch") as tmp:
+            staged = tmp / name
+            download(url, staged, expected_sha256=hex_digest, progress=progress)
+            sp = store.add_flat(staged, name=name)
+    if sp != expected:
+        raise FetchError(f"adding {url} produced {sp.logical}, expected {expected.logical}",
+                         code="store-path-mismatch", hint="this is a bug in tdx; please report it")
+    return sp
+
+
+def _realise_git(store: Store, url: str, tag: str | None, rev: str | None, hex_digest: str | None,
+                 name: str, submodules: bool) -> tuple[StorePath, str | None, str]:
+    """(store path, resolved commit or None if already valid, NAR hex). hex_digest None: no check."""
+    from tdxstore.store.nar import hash_path  # lazily: the NAR code is only needed on a miss
+
+    check_git_url(url)
+    check_ref(tag, rev)
+    check_name(name)
+    if hex_digest is not None:
+        expected = make_fixed_output_path(hex_digest, name, recursive=True)
+        if store.is_valid(expected):
+            return expected, None, hex_digest
+    lock_key = hex_digest or hashlib.sha256(f"{url}\0{tag}\0{rev}\0{submodules}".encode()).hexdigest()
+    with locked([_fetch_lock(store, "git", lock_key)]):
+        if hex_digest is not None and store.is_valid(expected):
+            return expected, None, hex_digest
+        with store.temp_dir("fetch-git") as tmp:
+            tree = tmp / name
+            commit = fetch_git_tree(url, tree, tag=tag, rev=rev, submodules=submodules)
+            got = hash_path(tree).hex
+            if hex_digest is not None and got != hex_digest:
+                err = HashMismatchError(url, format_sha256(hex_digest), format_sha256(got))
+                err.detail = f"{'tag ' + tag if tag else 'commit'} resolved to commit {commit}"
+                raise err
+            sp = store.add_path(tree, name=name)
+    if sp != make_fixed_output_path(got, name, recursive=True):
+        raise FetchError(f"adding the tree of {url} produced {sp.logical}, not its NAR-hash path",
+                         code="store-path-mismatch", hint="this is a bug in tdx; please report it")
+    return sp, commit, got
+
+
+def realise_fetch_git(store: Store, url: str, tag: str | None, rev: str | None, hex_digest: str,
+                      name: str, submodules: bool = False) -> StorePath:
+    """Make the recursive fixed-output path of (hex_digest, name) valid, checking out `url` if needed."""
+    return _realise_git(store, url, tag, rev, hex_digest, name, submodules)[0]
+
+
+def _open(store: Store | None) -> tuple[Store, bool]:
+    return (store, False) if store is not None else (Store.open(), True)
+
+
+def fetch(url: str, sha256: str | None = None, *, name: str | None = None, store: Store | None = None,
+          progress: Progress | None = None) -> Path:
+    """Download `url`, verify it against `sha256`, and return the Path of the file in the store."""
+    check_url(url)
+    if sha256 is None:
+        raise missing_hash_error(url)
+    hex_digest = parse_sha256(sha256)
+    name = name or default_name(url)
+    st, owned = _open(store)
+    try:
+        sp = realise_fetch(st, url, hex_digest, name, progress=progress)
+        record(url, format_sha256(hex_digest), kind=FetchKind.FETCH, name=name)
+        return st.real_path(sp)
+    finally:
+        if owned:
+            st.close()
+
+
+def fetch_git(url: str, *, tag: str | None = None, rev: str | None = None, sha256: str | None = None,
+              submodules: bool = False, name: str | None = None, store: Store | None = None) -> Path:
+    """Check out `tag` or `rev` of `url` (no `.git`), verify its NAR SHA-256, return its store Path."""
+    check_git_url(url)
+    check_ref(tag, rev)
+    if sha256 is None:
+        raise missing_hash_error(url, git=True)
+    hex_digest = parse_sha256(sha256)
+    name = name or default_git_name(url)
+    st, owned = _open(store)
+    try:
+        sp, commit, _ = _realise_git(st, url, tag, rev, hex_digest, name, submodules)
+        record(url, format_sha256(hex_digest), kind=FetchKind.FETCH_GIT, rev=commit or rev, tag=tag,
+               name=name)
+        return st.real_path(sp)
+    finally:
+        if owned:
+            st.close()
+
+
+def _hash_local(path: Path) -> str:
+    if path.is_dir():
+        from tdxstore.store.nar import hash_path
+
+        return hash_path(path).hex
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_of(url_or_path: str | Path, *, store: Store | None = None, progress: Progress | None = None) -> str:
+    """`sha256:<hex>` of a URL's bytes, a local file's bytes, or a local directory's NAR.
+
+    A URL is downloaded into the store (as `nix-prefetch-url` does), so a following `fetch()` of it
+    with the printed hash does no network I/O.
+    """
+    text = str(url_or_path)
+    if isinstance(url_or_path, Path) or "://" not in text:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise UsageError(f"{text!r} is neither an existing file nor a URL",
+                             hint="give a path to a file or a URL such as https://host/file", code="bad-url")
+        return format_sha256(_hash_local(path))
+    parts = check_url(text)
+    if parts.scheme == "file":
+        from urllib.request import url2pathname
+
+        return hash_of(Path(url2pathname(parts.path)))
+    name = default_name(text)
+    st, owned = _open(store)
+    try:
+        with st.temp_dir("hash-of") as tmp:
+            staged = tmp / name
+            got = download(text, staged, expected_sha256=None, progress=progress)
+            st.add_flat(staged, name=name)
+        return format_sha256(got)
+    finally:
+        if owned:
+            st.close()
+
+
+def hash_of_git(url: str, *, tag: str | None = None, rev: str | None = None, submodules: bool = False,
+                name: str | None = None, store: Store | None = None) -> tuple[str, str]:
+    """(`sha256:<hex>` of the tree's NAR, resolved commit) for `fetch_git`; the tree enters the store."""
+    st, owned = _open(store)
+    try:
+        _, commit, got = _realise_git(st, url, tag, rev, None, name or default_git_name(url), submodules)
+        assert commit is not None
+        return format_sha256(got), commit
+    finally:
+        if owned:
+            st.close()
