@@ -5,4 +5,7 @@ No logic lives here: every name is re-exported from `tdxstore`.
 
 from __future__ import annotations
 
+from tdxstore.builders.fetch import fetch, fetch_git, hash_of
+
 __all__: list[str] = []
+__all__ += ["fetch", "fetch_git", "hash_of"]
