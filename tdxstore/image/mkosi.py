@@ -1,0 +1,231 @@
+"""Pinned mkosi: obtain mkosi 25.3 from Debian's archive with apt's own client, and run it.
+
+Never uses the host's mkosi or a hard-coded mirror: the mirror comes from an explicit argument,
+`$TDX_DEBIAN_MIRROR`, or the host's apt sources. The .deb is verified against the pinned SHA-256
+before it is unpacked. Every process goes through `tdxstore.sandbox.process.run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from tdxstore._fs import remove_tree, temporary_directory
+from tdxstore.errors import CommandError, HashMismatchError, ImageError
+from tdxstore.image.mkosi_mirror import AptMirrors, host_mirrors
+from tdxstore.sandbox import process
+
+# The pin: a different mkosi gives a different image. Observed in Debian trixie/main on 2026-11-25.
+MKOSI_VERSION = "25.3"
+MKOSI_DEB_VERSION = "25.3-7"
+MKOSI_DEB_SHA256 = "ef56c81324fd47d65490e944ec4697bb3f6fb21326d0d071bfc2fb5ba5383252"
+MKOSI_SUITE = "trixie"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+# Where caches (unpacked mkosi, mkosi's incremental and package caches, tools tree) live by default.
+DEFAULT_CACHE_ROOT = Path("/var/tmp/tdx-mkosi-cache")
+PYTHON_SUBDIR = "usr/lib/python3/dist-packages"
+_LOG_TAIL_LINES = 30
+
+
+def _apt_options(root: Path, sources: Path) -> list[str]:
+    """A private apt configuration: nothing of the host's state, cache or sources is read or written."""
+    opts = {
+        "Dir::State": root / "state",
+        "Dir::State::status": root / "state/status",
+        "Dir::Cache": root / "cache",
+        "Dir::Etc::SourceList": sources,
+        "Dir::Etc::SourceParts": root / "sources.list.d",
+        "Dir::Etc::Preferences": root / "preferences",
+        "Dir::Etc::PreferencesParts": root / "preferences.d",
+        "Dir::Etc::Parts": root / "apt.conf.d",
+        "Dir::Log": root / "log",
+        "APT::Sandbox::User": "root" if os.geteuid() == 0 else "",
+        "Acquire::Languages": "none",
+    }
+    argv: list[str] = []
+    for key, value in opts.items():
+        if value != "":
+            argv += ["-o", f"{key}={os.fspath(value)}"]
+    return argv
+
+
+def _prepare_apt_root(root: Path, mirror: str) -> Path:
+    for sub in ("state/lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d",
+                "apt.conf.d", "log"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "state/status").touch()
+    sources = root / "sources.list"
+    sources.write_text(f"deb [signed-by={DEBIAN_KEYRING}] {mirror.rstrip('/')} {MKOSI_SUITE} main\n")
+    return sources
+
+
+def download_mkosi_deb(workdir: Path, *, mirror: str | None = None,
+                       env: Mapping[str, str] | None = None) -> Path:
+    """Download and verify the pinned mkosi .deb into `workdir`; returns the .deb path."""
+    mirrors = AptMirrors(debian=mirror) if mirror else host_mirrors(env=env)
+    apt_root = workdir / "apt"
+    sources = _prepare_apt_root(apt_root, mirrors.debian)
+    opts = _apt_options(apt_root, sources)
+    run_env = process.host_env({"LC_ALL": "C.UTF-8"})
+    try:
+        process.run(["apt-get", *opts, "update"], env=run_env, what="apt-get update (trixie for mkosi)",
+                    timeout=600)
+        dl = workdir / "deb"
+        dl.mkdir(exist_ok=True)
+        process.run(["apt-get", *opts, "download", f"mkosi={MKOSI_DEB_VERSION}"], env=run_env, cwd=dl,
+                    what=f"apt-get download mkosi={MKOSI_DEB_VERSION}", timeout=600)
+    except CommandError as e:
+        raise ImageError(
+            f"cannot download mkosi {MKOSI_DEB_VERSION} from {mirrors.debian} suite {MKOSI_SUITE}",
+            hint="check network access to the mirror, or set TDX_DEBIAN_MIRROR to a Debian mirror URL",
+            detail=e.detail, code="mkosi-download-failed",
+        ) from e
+    debs = sorted(dl.glob("mkosi_*.deb"))
+    if len(debs) != 1:
+        raise ImageError(f"apt-get download left {len(debs)} mkosi .deb files in {dl}, expected one",
+                         code="mkosi-download-failed")
+    verify_deb(debs[0])
+    return debs[0]
+
+
+def verify_deb(deb: Path, expected: str = MKOSI_DEB_SHA256) -> None:
+    """Raise HashMismatchError unless the file's SHA-256 is the pinned one."""
+    h = hashlib.sha256()
+    with deb.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != expected:
+        raise HashMismatchError(f"mkosi .deb {deb}", expected, h.hexdigest())
+
+
+def unpack_deb(deb: Path, dest: Path) -> Path:
+    """`dpkg-deb -x` the .deb into a scratch dir and move its Python tree to `dest`; returns `dest`."""
+    with temporary_directory(dest.parent, "mkosi-x-") as tmp:
+        process.run(["dpkg-deb", "-x", deb, tmp], what="dpkg-deb -x mkosi")
+        pkg = tmp / PYTHON_SUBDIR
+        if not (pkg / "mkosi" / "__main__.py").is_file():
+            raise ImageError(f"{deb} does not contain {PYTHON_SUBDIR}/mkosi/__main__.py",
+                             code="mkosi-bad-package")
+        os.rename(pkg, dest)
+    return dest
+
+
+def obtain_mkosi(
+    *,
+    cache_root: Path = DEFAULT_CACHE_ROOT,
+    mirror: str | None = None,
+    put_in_store: Callable[[Path], Path] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Path:
+    """The directory to put on PYTHONPATH to run the pinned `python3 -m mkosi`.
+
+    Without `put_in_store`, the unpacked tree is kept at `<cache_root>/mkosi-<deb version>-<sha prefix>`
+    and reused. With it, the tree is unpacked to a scratch dir, handed to the hook (e.g.
+    `lambda p: store.real_path(store.add_path(p, name="mkosi-25.3"))`) and the hook's result returned.
+    """
+    cache_root.mkdir(parents=True, exist_ok=True)
+    key = f"mkosi-{MKOSI_DEB_VERSION}-{MKOSI_DEB_SHA256[:16]}"
+    final = cache_root / key
+    if put_in_store is None and (final / "mkosi" / "__main__.py").is_file():
+        return final
+    with temporary_directory(cache_root, "mkosi-dl-") as work:
+        deb = download_mkosi_deb(work, mirror=mirror, env=env)
+        tree = unpack_deb(deb, work / "python")
+        if put_in_store is not None:
+            return put_in_store(tree)
+        if final.exists():
+            remove_tree(final)
+        os.rename(tree, final)
+    return final
+
+
+def mkosi_env(mkosi_dir: Path, home: Path) -> dict[str, str]:
+    """A clean environment for mkosi: fixed PATH and locale, the pinned PYTHONPATH, proxies only."""
+    proxies = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+    env = process.host_env(allow=proxies)
+    env.update({
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONPATH": os.fspath(mkosi_dir),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+        "TERM": "dumb",
+        "HOME": os.fspath(home),
+        "SOURCE_DATE_EPOCH": "0",
+    })
+    return env
+
+
+def mkosi_argv(mkosi_dir: Path, config_dir: Path, output_dir: Path, *, cache_dir: Path | None,
+               workspace: Path | None, verb: str = "build") -> list[str]:
+    """The argv of one mkosi run (pure; the pinned mkosi is run by the host's python3)."""
+    argv = ["python3", "-m", "mkosi", "-C", os.fspath(config_dir),
+            "--output-directory", os.fspath(output_dir)]
+    if cache_dir is not None:
+        argv += ["--cache-directory", os.fspath(cache_dir / "incremental"),
+                 "--package-cache-directory", os.fspath(cache_dir / "packages")]
+    if workspace is not None:
+        argv += ["--workspace-directory", os.fspath(workspace)]
+    return [*argv, verb]
+
+
+def run_mkosi(
+    mkosi_dir: Path,
+    config_dir: Path,
+    output_dir: Path,
+    *,
+    cache_dir: Path | None = None,
+    workspace: Path | None = None,
+    log_path: Path | None = None,
+    timeout: float = 3600,
+    output_name: str = "image",
+) -> Path:
+    """Run `mkosi build` on `config_dir`; returns the main artifact (`<output_dir>/image.efi`, …).
+
+    The log goes to `log_path` (default `<output_dir>/mkosi.log`). A failure raises ImageError
+    (code "mkosi-failed") whose detail holds the last log lines and the log path.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for d in (cache_dir, workspace):
+        if d is not None:
+            d.mkdir(parents=True, exist_ok=True)
+    if cache_dir is not None:
+        (cache_dir / "incremental").mkdir(exist_ok=True)
+        (cache_dir / "packages").mkdir(exist_ok=True)
+    log = log_path or output_dir / "mkosi.log"
+    argv = mkosi_argv(mkosi_dir, config_dir, output_dir, cache_dir=cache_dir, workspace=workspace)
+    home = workspace or output_dir
+    started = time.monotonic()
+    with log.open("wb") as f:
+        f.write(f"$ {process.command_line(argv)}\n".encode())
+        f.flush()
+        try:
+            done = process.run(argv, env=mkosi_env(mkosi_dir, home), cwd=config_dir, check=False,
+                               stdout=f, stderr=f, timeout=timeout, what="mkosi build")
+        except CommandError as e:
+            raise _failed(f"mkosi did not finish ({e.code})", log) from e
+    if done.returncode != 0:
+        raise _failed(f"mkosi build of {config_dir} exited with status {done.returncode} "
+                      f"after {time.monotonic() - started:.0f} s", log)
+    return find_artifact(output_dir, output_name)
+
+
+def _failed(message: str, log: Path) -> ImageError:
+    text = log.read_bytes() if log.exists() else b""
+    return ImageError(message, hint=f"read the full log: {log}",
+                      detail=f"{process.tail(text, _LOG_TAIL_LINES)}\n(log: {log})", code="mkosi-failed")
+
+
+def find_artifact(output_dir: Path, output_name: str = "image") -> Path:
+    """The main output mkosi wrote: `image.efi` (uki), `image.tar` (tar), `image.raw` (disk) or `image/`."""
+    for suffix in (".efi", ".tar", ".raw", ""):
+        candidate = output_dir / f"{output_name}{suffix}"
+        if candidate.exists():
+            return candidate
+    found = sorted(p.name for p in output_dir.iterdir())
+    raise ImageError(f"mkosi succeeded but wrote no {output_name!r} artifact in {output_dir}",
+                     detail="found: " + ", ".join(found), code="mkosi-no-output")
+

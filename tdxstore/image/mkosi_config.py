@@ -1,0 +1,169 @@
+"""The base mkosi 25.3 configuration for reproducible Debian bookworm images, as data.
+
+`base_config()` is pure: settings (section -> [(key, value)]) plus extra files (the apt sources of
+the sandbox and tools-tree sandbox trees). `write_config()` puts them on disk. No mirror is
+hard-coded here: the caller passes `AptMirrors` (see mkosi_mirror.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from tdxstore._fs import atomic_write
+from tdxstore.errors import ImageError
+from tdxstore.image.mkosi_mirror import AptMirrors
+
+DEFAULT_SEED = "7d8e4d1a-2b53-4c5e-9a61-3f0c2e6b7a10"  # any fixed UUID; it seeds partition/FS UUIDs
+DEFAULT_RELEASE = "bookworm"
+TOOLS_RELEASE = "trixie"
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+SANDBOX_DIR = "mkosi.sandbox"
+TOOLS_SANDBOX_DIR = "mkosi.tools.sandbox"
+SOURCES_FILE = "etc/apt/sources.list.d/mkosi.sources"  # mkosi 25.3 keeps this exact file if present
+UKI_PACKAGES = ("systemd", "udev", "systemd-boot-efi", "linux-image-cloud-amd64")
+UKI_CMDLINE = ("console=ttyS0", "systemd.firstboot=off", "panic=-1")
+# Measured to differ between two otherwise identical builds (FINDINGS.md), or logs/caches of the build.
+NON_REPRODUCIBLE_FILES = (
+    "/var/log/alternatives.log",
+    "/var/log/dpkg.log",
+    "/var/log/apt",
+    "/var/cache/ldconfig/aux-cache",
+    "/var/cache/debconf/*-old",
+    "/etc/passwd-",
+    "/etc/group-",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+)
+
+SECTION_ORDER = ("Distribution", "Output", "Content", "Build")
+
+
+class ImageFormat(StrEnum):
+    """Output formats of the base configuration."""
+
+    TAR = "tar"
+    DIRECTORY = "directory"
+    UKI = "uki"
+
+
+@dataclass(frozen=True, slots=True)
+class MkosiConfig:
+    """mkosi settings in section order, and extra files (relative path -> bytes) of the config dir."""
+
+    settings: dict[str, list[tuple[str, str]]]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for rel in self.files:
+            if rel.startswith("/") or ".." in Path(rel).parts or rel == "mkosi.conf":
+                raise ImageError(f"bad mkosi config file name {rel!r}", code="bad-mkosi-config")
+        for section, items in self.settings.items():
+            for key, value in items:
+                if "\n" in value or "=" in key or not key:
+                    raise ImageError(f"bad mkosi setting [{section}] {key}={value!r}",
+                                     code="bad-mkosi-config")
+
+    def conf_text(self) -> str:
+        """mkosi.conf: known sections first in a fixed order, keys in insertion order."""
+        order = [s for s in SECTION_ORDER if s in self.settings]
+        order += sorted(s for s in self.settings if s not in SECTION_ORDER)
+        blocks = []
+        for section in order:
+            lines = [f"[{section}]"] + [f"{k}={v}" for k, v in self.settings[section]]
+            blocks.append("\n".join(lines))
+        return "\n\n".join(blocks) + "\n"
+
+    def rendered(self) -> dict[str, bytes]:
+        """Every file of the config dir, mkosi.conf included, sorted by path."""
+        out = {"mkosi.conf": self.conf_text().encode(), **self.files}
+        return dict(sorted(out.items()))
+
+
+def apt_sources(mirrors: AptMirrors, release: str, *, updates: bool = True, security: bool = True) -> str:
+    """A deb822 sources file with only the wanted suites (no debug archive, unlike mkosi's default)."""
+    suites = [release] + ([f"{release}-updates"] if updates else [])
+    stanzas = [_stanza(mirrors.debian, suites)]
+    if security and mirrors.security:
+        stanzas.append(_stanza(mirrors.security, [f"{release}-security"]))
+    return "\n".join(stanzas)
+
+
+def _stanza(uri: str, suites: list[str]) -> str:
+    return (f"Types: deb\nURIs: {uri}\nSuites: {' '.join(suites)}\nComponents: main\n"
+            f"Signed-By: {KEYRING}\n")
+
+
+def base_config(
+    *,
+    fmt: ImageFormat,
+    mirrors: AptMirrors,
+    release: str = DEFAULT_RELEASE,
+    packages: tuple[str, ...] = (),
+    tools_tree: str | None = "default",
+    seed: str = DEFAULT_SEED,
+    source_date_epoch: int = 0,
+    kernel_cmdline: tuple[str, ...] = UKI_CMDLINE,
+    output: str = "image",
+) -> MkosiConfig:
+    """The base configuration of a reproducible Debian image.
+
+    `tools_tree`: "default" builds mkosi's tools tree from trixie (needed for `uki`: systemd-ukify,
+    bootctl and repart newer than bookworm's), a path uses a prebuilt one, None uses the host's tools.
+    """
+    fmt = ImageFormat(fmt)
+    if fmt is ImageFormat.UKI and tools_tree is None:
+        raise ImageError("a uki image needs a tools tree (ukify is not in Debian 12)",
+                         hint='pass tools_tree="default" or the path of a prebuilt tools tree',
+                         code="uki-needs-tools-tree")
+    all_packages = tuple(dict.fromkeys((*UKI_PACKAGES, *packages) if fmt is ImageFormat.UKI else packages))
+    content: list[tuple[str, str]] = [("Packages", p) for p in all_packages]
+    content += [
+        ("WithDocs", "no"),
+        ("CleanPackageMetadata", "yes"),
+        ("SourceDateEpoch", str(source_date_epoch)),
+        *[("RemoveFiles", f) for f in NON_REPRODUCIBLE_FILES],
+    ]
+    if fmt is ImageFormat.UKI:
+        content += [("Bootable", "yes"), ("KernelCommandLine", " ".join(kernel_cmdline))]
+    settings: dict[str, list[tuple[str, str]]] = {
+        "Distribution": [("Distribution", "debian"), ("Release", release), ("Mirror", mirrors.debian),
+                         ("Architecture", "x86-64")],
+        "Output": [("Format", fmt.value), ("Output", output), ("Seed", seed)]
+        + ([("CompressOutput", "no")] if fmt is ImageFormat.TAR else []),
+        "Content": content,
+        "Build": [("SandboxTrees", SANDBOX_DIR)],
+    }
+    files = {f"{SANDBOX_DIR}/{SOURCES_FILE}": apt_sources(mirrors, release).encode()}
+    if tools_tree is not None:
+        settings["Build"] += _tools_tree_settings(tools_tree, mirrors)
+        if tools_tree == "default":
+            files[f"{TOOLS_SANDBOX_DIR}/{SOURCES_FILE}"] = apt_sources(mirrors, TOOLS_RELEASE).encode()
+    return MkosiConfig(settings, files)
+
+
+def _tools_tree_settings(tools_tree: str, mirrors: AptMirrors) -> list[tuple[str, str]]:
+    if tools_tree != "default":
+        return [("ToolsTree", tools_tree)]
+    return [
+        ("ToolsTree", "default"),
+        ("ToolsTreeDistribution", "debian"),
+        ("ToolsTreeRelease", TOOLS_RELEASE),
+        ("ToolsTreeMirror", mirrors.debian),
+        ("ToolsTreeSandboxTrees", TOOLS_SANDBOX_DIR),
+        # The tools tree is cached in the cache directory and reused while its settings are unchanged.
+        ("Incremental", "yes"),
+    ]
+
+
+def write_config(config: MkosiConfig, dest: Path) -> Path:
+    """Write every file of `config` under `dest` (created); returns `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, data in config.rendered().items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, data, mode=0o644)
+    os.chmod(dest, 0o755)
+    return dest

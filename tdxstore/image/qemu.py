@@ -1,0 +1,117 @@
+"""Boot a UKI under QEMU with OVMF and watch the serial console for an expected marker.
+
+Software emulation (TCG) by default: it works everywhere, including hosts whose KVM faults OVMF.
+OVMF's variable store is copied to a scratch dir per boot, never written in place. The QEMU process
+is always killed before returning; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tdxstore.errors import ImageError
+from tdxstore.sandbox import process
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+_TAIL_LINES = 40
+
+
+def qemu_argv(uki: Path, vars_copy: Path, *, memory_mb: int, accel: str = "tcg",
+              ovmf_code: Path = OVMF_CODE, extra: Sequence[str] = ()) -> list[str]:
+    """The QEMU command line (pure): q35, OVMF as pflash, the UKI as `-kernel`, serial on stdout."""
+    return [
+        "qemu-system-x86_64", "-machine", "q35", "-accel", accel, "-cpu", "max", "-smp", "1",
+        "-m", str(memory_mb), "-nodefaults", "-no-reboot", "-display", "none", "-nic", "none",
+        "-serial", "stdio", "-monitor", "none",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={os.fspath(ovmf_code)}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={os.fspath(vars_copy)}",
+        "-kernel", os.fspath(uki), *extra,
+    ]
+
+
+def boot(
+    uki: Path,
+    *,
+    memory_mb: int = 1024,
+    timeout: float = 300,
+    expect: bytes,
+    accel: str = "tcg",
+    console_log: Path | None = None,
+    extra_args: Sequence[str] = (),
+) -> str:
+    """Boot `uki` until `expect` appears on the serial console; returns the console text so far.
+
+    Raises ImageError "boot-timeout" if `expect` is not seen within `timeout` seconds and
+    "boot-exited" if QEMU stops first; both carry the console tail in their detail.
+    """
+    if not expect:
+        raise ImageError("boot() needs a non-empty expect= marker", code="boot-bad-argument")
+    for f in (uki, OVMF_CODE, OVMF_VARS):
+        if not f.is_file():
+            raise ImageError(f"cannot boot: {f} does not exist",
+                             hint="install Debian's ovmf package" if "OVMF" in f.name else None,
+                             code="boot-missing-file")
+    if process.which("qemu-system-x86_64") is None:
+        raise ImageError("cannot boot: qemu-system-x86_64 is not installed",
+                         hint="apt-get install qemu-system-x86", code="boot-missing-file")
+    with tempfile.TemporaryDirectory(prefix="tdx-qemu-") as tmp:
+        vars_copy = Path(tmp) / "OVMF_VARS.fd"
+        shutil.copyfile(OVMF_VARS, vars_copy)
+        argv = qemu_argv(uki, vars_copy, memory_mb=memory_mb, accel=accel, extra=extra_args)
+        console = _watch(argv, expect, timeout)
+    text = console.data.decode("utf-8", "replace")
+    if console_log is not None:
+        console_log.write_bytes(console.data)
+    if not console.found:
+        code = "boot-exited" if console.exited else "boot-timeout"
+        why = "QEMU exited" if console.exited else f"{timeout:.0f} s passed"
+        raise ImageError(
+            f"{uki.name} did not print {expect.decode(errors='replace')!r} on the serial console: {why}",
+            hint="read the console tail; a first-boot prompt needs systemd.firstboot=off",
+            detail=f"command: {process.command_line(argv)}\n{process.tail(text, _TAIL_LINES)}",
+            code=code,
+        )
+    return text
+
+
+class _Console:
+    __slots__ = ("data", "exited", "found")
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.found = False
+        self.exited = False
+
+
+def _watch(argv: list[str], expect: bytes, timeout: float) -> _Console:
+    """Run QEMU, collecting stdout until `expect` is seen, QEMU exits, or the deadline passes."""
+    console = _Console()
+    proc = process.popen(argv, env=process.host_env({"LC_ALL": "C"}))
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                console.exited = True
+                break
+            console.data += chunk
+            if expect and expect in console.data[-(len(chunk) + len(expect)):]:
+                console.found = True
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    return console
