@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ class Database:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._write_lock = threading.RLock()  # one connection, several builder threads (-j)
         try:
             self.conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA foreign_keys = ON")
@@ -79,11 +81,9 @@ class Database:
                 )
             if version < SCHEMA_VERSION:
                 schema = resources.files("tdxstore.store").joinpath("schema.sql").read_text()
-                with self.transaction():
-                    for stmt in schema.split(";"):
-                        if stmt.strip():
-                            self.conn.execute(stmt)
-                    self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                with self._write_lock:
+                    retry_busy(lambda: self.conn.executescript(
+                        f"BEGIN IMMEDIATE;\n{schema}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"))
             self.conn.execute("SELECT count(*) FROM valid_paths").fetchone()
         except sqlite3.DatabaseError as e:
             raise _corrupt(path, e) from e
@@ -94,13 +94,14 @@ class Database:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
-        retry_busy(lambda: self.conn.execute("BEGIN IMMEDIATE"))
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        retry_busy(lambda: self.conn.execute("COMMIT"))
+        with self._write_lock:
+            retry_busy(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            retry_busy(lambda: self.conn.execute("COMMIT"))
 
     # -- queries -----------------------------------------------------------------------------
 

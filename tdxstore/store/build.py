@@ -1,0 +1,150 @@
+"""Running one derivation's builder: sandbox set-up, builtin fetchers, logs (L2).
+
+This module turns a `Derivation` into a `SandboxSpec` (inputs read-only at their logical paths,
+`/build` and the outputs writable, network only for fixed-output builds), runs it, keeps the log
+zstd-compressed under `logs/`, and hands the finished output trees to the caller's `install`
+callback while the temporary directory still exists. It never registers anything itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import zstandard
+
+from tdxstore._fs import remove_tree
+from tdxstore.errors import BuildError, TdxError
+from tdxstore.sandbox import BUILD_DIR, Mount, SandboxSpec, run_sandboxed, run_unsandboxed
+from tdxstore.store.derivation import Derivation
+from tdxstore.store.path import StorePath
+from tdxstore.store.store import Store
+
+if TYPE_CHECKING:
+    from tdxstore.store.realise import Options
+
+Install = Callable[[dict[str, Path]], None]
+
+
+def log_file(store: Store, drv: Derivation) -> Path:
+    return store.log_path(drv.drv_path)
+
+
+@contextlib.contextmanager
+def _log_writer(store: Store, drv: Derivation) -> Iterator[IO[bytes]]:
+    """A zstd-compressed log, published atomically under logs/ when the build ends (either way)."""
+    final = log_file(store, drv)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as raw:
+        writer = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False)
+        try:
+            yield writer  # type: ignore[misc]
+        finally:
+            writer.flush(zstandard.FLUSH_FRAME)
+            writer.close()
+    os.replace(tmp, final)
+
+
+def run_builder(store: Store, drv: Derivation, options: Options, install: Install) -> None:
+    """Build `drv` in a fresh temporary directory and pass `{output: tree}` to `install`."""
+    tmp = Path(store.tmp) / f"{os.getpid()}-build-{drv.drv_path.hash_part[:8]}-{drv.name}"
+    remove_tree(tmp)
+    tmp.mkdir(parents=True)
+    ok = False
+    try:
+        staged = {o: tmp / f"out-{o}" for o in drv.outputs}
+        if drv.builder.startswith("builtin:"):
+            _run_builtin(store, drv, staged["out"])
+        else:
+            _run_sandboxed(store, drv, options, tmp, staged)
+        install(staged)
+        ok = True
+    except TdxError as e:
+        if options.keep_failed:
+            e.hint = ((e.hint + "\n") if e.hint else "") + f"the build directory was kept: {tmp}"
+        raise
+    finally:
+        if ok or not options.keep_failed:
+            remove_tree(tmp)
+
+
+def _run_builtin(store: Store, drv: Derivation, out: Path) -> None:
+    from tdxstore.fetch.download import download
+    from tdxstore.fetch.git import fetch_git_tree
+
+    env = dict(drv.env)
+    assert drv.fixed is not None
+    with _log_writer(store, drv) as log:
+        log.write(f"{drv.builder} {env.get('url', '')}\n".encode())
+        if drv.builder == "builtin:fetchurl":
+            expected = None if drv.fixed.recursive else drv.fixed.sha256
+            got = download(env["url"], out, expected_sha256=expected)
+            log.write(f"downloaded sha256:{got}\n".encode())
+        else:
+            commit = fetch_git_tree(env["url"], out, tag=env.get("tag") or None, rev=env.get("rev") or None,
+                                    submodules=env.get("submodules") == "1")
+            log.write(f"checked out {commit}\n".encode())
+
+
+def _spec(store: Store, drv: Derivation, options: Options, tmp: Path, staged: dict[str, Path]) -> SandboxSpec:
+    from tdxstore.store.realise import input_closure
+
+    root = drv.root.out if isinstance(drv.root, Derivation) else drv.root
+    assert isinstance(root, StorePath)
+    build = tmp / "build"
+    build.mkdir()
+    mounts = [Mount(store.real_path(p), p.logical) for p in input_closure(store, drv)]
+    mounts.append(Mount(build, BUILD_DIR, writable=True))
+    env = dict(drv.env)
+    for o, sp in drv.output_paths.items():
+        staged[o].mkdir()
+        mounts.append(Mount(staged[o], sp.logical, writable=True))
+        env[o] = sp.logical
+    return SandboxSpec(
+        argv=(drv.builder, *drv.args), root=store.real_path(root), mounts=tuple(mounts), env=env,
+        network=drv.fixed is not None, timeout=drv.timeout or options.timeout,
+        max_silent=drv.max_silent or options.max_silent, cores=options.cores,
+    )
+
+
+def _run_sandboxed(store: Store, drv: Derivation, options: Options, tmp: Path, staged: dict[str, Path]) -> None:
+    spec = _spec(store, drv, options, tmp, staged)
+    with _log_writer(store, drv) as log:
+        runner = run_unsandboxed if options.no_sandbox else run_sandboxed
+        result = runner(spec, log)
+    if result.ok:
+        return
+    where = f"derivation {drv.name!r} ({drv.drv_path})"
+    detail = f"{result.tail.rstrip()}\nfull log: {log_file(store, drv)}  (or: tdx log {drv.drv_path})"
+    if result.reason == "builder-not-found":
+        raise BuildError(f"the builder {drv.builder!r} of {where} was not found in its root file system {root_of(drv)}",
+                         hint="use a builder that exists in the root (for example /bin/sh)", detail=detail,
+                         code="builder-not-found")
+    if result.reason == "timeout":
+        raise BuildError(f"{where} did not finish within {spec.timeout:g} s and was killed",
+                         hint="raise the derivation's timeout, or make the build faster", detail=detail,
+                         code="build-timeout")
+    if result.reason == "silent":
+        raise BuildError(f"{where} printed nothing for {spec.max_silent:g} s and was killed",
+                         hint="raise max_silent, or make the builder report progress", detail=detail,
+                         code="build-silent")
+    raise BuildError(f"the builder of {where} failed with exit status {result.returncode}",
+                     hint=f"read the full log with `tdx log {drv.drv_path}`", detail=detail, code="build-failed")
+
+
+def root_of(drv: Derivation) -> str:
+    r = drv.root
+    return r.out.logical if isinstance(r, Derivation) else (r.logical if r else "-")
+
+
+def read_log(store: Store, drv_path: StorePath) -> bytes:
+    path = store.log_path(drv_path)
+    with open(path, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f).read()
+
+

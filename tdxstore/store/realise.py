@@ -1,0 +1,250 @@
+"""Realisation: make the outputs of derivations valid, building what is missing (L2).
+
+Order for one derivation (Nix `LocalStore::addToStore`, applied to builds):
+  1. check valid — all outputs already registered: nothing to do;
+  2. lock the outputs in sorted order (per-path flock: two processes never build the same path);
+  3. re-check valid — another process may have built it while we waited;
+  4. build into a temporary location under `$TDX_HOME/tmp` (sandbox: inputs read-only, `/build` and
+     the outputs writable, no network unless fixed-output);
+  5. normalise, hash, scan references, compare a fixed output's hash with the declared one;
+  6. rename into place; 7. register in one transaction; 8. unlock.
+The whole run holds the GC lock shared, so a concurrent `gc` cannot delete inputs under a build.
+Independent derivations run in parallel (`jobs`); dependencies are scheduled first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tdxstore.errors import BuildError, DerivationError, HashMismatchError, TdxError
+from tdxstore.store.build import run_builder
+from tdxstore.store.derivation import Derivation
+from tdxstore.store.drvcodec import decode
+from tdxstore.store.path import StorePath
+from tdxstore.store.store import Store
+
+log = logging.getLogger(__name__)
+
+#: progress(event, derivation, detail): events "valid", "build", "built", "failed".
+Progress = Callable[[str, Derivation, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    jobs: int = 1
+    keep_failed: bool = False
+    no_sandbox: bool = False
+    timeout: float | None = None  # default wall-clock limit when a derivation sets none
+    max_silent: float | None = None
+    cores: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What `realise` would do: derivations to build (dependencies first) and those already valid."""
+
+    build: tuple[Derivation, ...]
+    valid: tuple[Derivation, ...]
+
+
+@dataclass
+class Result:
+    outputs: dict[str, dict[str, StorePath]] = field(default_factory=dict)  # drv path -> output -> path
+    built: list[Derivation] = field(default_factory=list)
+
+
+def instantiate(store: Store, drv: Derivation) -> StorePath:
+    """Write the .drv files of `drv` and all its input derivations into the store."""
+    for d in drv.walk():
+        for src in d.input_srcs:
+            if not store.is_valid(src):
+                raise DerivationError(
+                    f"derivation {d.name!r} uses {src}, which is not valid in this store",
+                    hint="add or build that path first (for example `tdx store add`)", code="input-not-valid")
+        store.add_text(f"{d.name}.drv", d.encoded, [i.drv_path for i in d.input_drvs] + list(d.input_srcs))
+    return drv.drv_path
+
+
+def load_derivation(store: Store, drv_path: StorePath) -> Derivation:
+    """Read a .drv (and its inputs, recursively) back from the store; cycles are refused."""
+    cache: dict[StorePath, Derivation] = {}
+
+    def load(sp: StorePath, stack: tuple[StorePath, ...]) -> Derivation:
+        if sp in stack:
+            chain = " -> ".join(p.name for p in (*stack, sp))
+            raise DerivationError(f"derivation cycle: {chain}", code="cycle")
+        if sp in cache:
+            return cache[sp]
+        if not sp.is_derivation:
+            raise DerivationError(f"{sp} is not a derivation (.drv)", code="not-a-derivation")
+        if not store.is_valid(sp):
+            raise DerivationError(f"derivation {sp} is not valid in this store",
+                                  hint="instantiate it first (tdx realise FILE.py)", code="input-not-valid")
+        data = store.real_path(sp).read_bytes()
+        drv = decode(data, lambda p: load(p, (*stack, sp)), where=str(sp))
+        if drv.drv_path != sp:
+            raise DerivationError(f"{sp} does not hash to its own path", code="drv-malformed")
+        cache[sp] = drv
+        return drv
+
+    return load(drv_path, ())
+
+
+def plan(store: Store, targets: Sequence[Derivation]) -> Plan:
+    build: list[Derivation] = []
+    valid: list[Derivation] = []
+    seen: set[StorePath] = set()
+    for t in targets:
+        for d in t.walk():
+            if d.drv_path in seen:
+                continue
+            seen.add(d.drv_path)
+            (valid if _outputs_valid(store, d) else build).append(d)
+    return Plan(tuple(build), tuple(valid))
+
+
+def _outputs_valid(store: Store, drv: Derivation) -> bool:
+    return all(store.is_valid(p) for p in drv.output_paths.values())
+
+
+def realise(store: Store, targets: Sequence[Derivation], options: Options = Options(),
+            progress: Progress | None = None) -> Result:
+    """Make every output of `targets` valid; returns their paths and what was built."""
+    with store.gc_guard():
+        for t in targets:
+            instantiate(store, t)
+        todo = plan(store, targets)
+        notify = progress or (lambda _e, _d, _s: None)
+        for d in todo.valid:
+            notify("valid", d, "")
+        result = Result()
+        _schedule(store, list(todo.build), options, notify, result)
+        for t in targets:
+            for d in t.walk():
+                result.outputs[d.drv_path.logical] = dict(d.output_paths)
+        return result
+
+
+def _schedule(store: Store, todo: list[Derivation], options: Options, notify: Progress, result: Result) -> None:
+    pending = {d.drv_path: d for d in todo}
+    waiting_on = {d.drv_path: {i.drv_path for i in d.input_drvs if i.drv_path in pending} for d in todo}
+    lock = threading.Lock()
+    failure: list[BaseException] = []
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        running: dict[Future[bool], Derivation] = {}
+        while (waiting_on or running) and not failure:
+            ready = [p for p, deps in waiting_on.items() if not deps]
+            for p in sorted(ready):
+                del waiting_on[p]
+                running[pool.submit(_build_one, store, pending[p], options, notify)] = pending[p]
+            if not running:
+                raise DerivationError("derivation graph has a cycle", code="cycle")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                drv = running.pop(fut)
+                try:
+                    if fut.result():
+                        with lock:
+                            result.built.append(drv)
+                except BaseException as e:
+                    failure.append(e)
+                    continue
+                for deps in waiting_on.values():
+                    deps.discard(drv.drv_path)
+        for fut in running:  # let builds already started finish cleanly
+            try:
+                fut.result()
+            except BaseException as e:  # noqa: PERF203
+                log.debug("concurrent build failed too: %s", e)
+    if failure:
+        raise failure[0]
+
+
+def _build_one(store: Store, drv: Derivation, options: Options, notify: Progress) -> bool:
+    """Build `drv` unless another process did; True when this process built it."""
+    outputs = sorted(drv.output_paths.values())
+    if _outputs_valid(store, drv):
+        notify("valid", drv, "")
+        return False
+    with store.path_locks(outputs):
+        if _outputs_valid(store, drv):
+            notify("valid", drv, "built by another process")
+            return False
+        _check_inputs_valid(store, drv)
+        notify("build", drv, "")
+        start = time.monotonic()
+        try:
+            run_builder(store, drv, options, lambda staged: _install(store, drv, staged, impure=options.no_sandbox))
+        except TdxError:
+            notify("failed", drv, "")
+            raise
+        notify("built", drv, f"{time.monotonic() - start:.2f}s")
+        return True
+
+
+def _check_inputs_valid(store: Store, drv: Derivation) -> None:
+    for i in drv.input_drvs:
+        for p in i.output_paths.values():
+            if not store.is_valid(p):
+                raise DerivationError(f"input {p} of {drv.name!r} is not valid", code="input-not-valid")
+
+
+def _install(store: Store, drv: Derivation, staged: dict[str, Path], *, impure: bool) -> None:
+    candidates = _input_closure(store, drv)
+    for o, sp in sorted(drv.output_paths.items()):
+        tree = staged[o]
+        if drv.fixed is not None:
+            _check_fixed(drv, tree)
+            from tdxstore.store.store import content_address
+
+            ca = content_address(bytes.fromhex(drv.fixed.sha256), recursive=drv.fixed.recursive)
+            store.install(tree, sp, deriver=drv.drv_path, ca=ca, impure=impure)
+        else:
+            others = [p for k, p in drv.output_paths.items() if k != o and store.is_valid(p)]
+            store.install(tree, sp, scan=[*candidates, *others], deriver=drv.drv_path, impure=impure)
+        with store.db.transaction() as conn:
+            store.db.record_output(conn, drv.drv_path.base_name, o, sp.base_name)
+
+
+def _check_fixed(drv: Derivation, tree: Path) -> None:
+    assert drv.fixed is not None
+    if drv.fixed.recursive:
+        from tdxstore.store.nar import hash_path
+
+        got = hash_path(tree).sha256.hex()
+    else:
+        if not tree.is_file() or tree.is_symlink():
+            raise BuildError(f"fixed-output derivation {drv.name!r} must produce a single regular file",
+                             code="fixed-output-not-file")
+        h = hashlib.sha256()
+        with open(tree, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        got = h.hexdigest()
+    if got != drv.fixed.sha256:
+        what = dict(drv.env).get("url") or drv.name
+        raise HashMismatchError(what, f"sha256:{drv.fixed.sha256}", f"sha256:{got}")
+
+
+def _input_closure(store: Store, drv: Derivation) -> list[StorePath]:
+    starts: list[StorePath] = list(drv.input_srcs)
+    for i in drv.input_drvs:
+        starts.extend(i.output_paths.values())
+    return sorted(store.closure(starts))
+
+
+def input_closure(store: Store, drv: Derivation) -> list[StorePath]:
+    """Every store path a build of `drv` may see (its inputs and root, with their references)."""
+    return _input_closure(store, drv)
+
+
+def outputs_of(targets: Iterable[Derivation]) -> list[StorePath]:
+    return [p for t in targets for p in t.output_paths.values()]
+
