@@ -1,0 +1,34 @@
+"""Shared pytest wiring: markers by directory and skipping of `needs_*` tests when a tool is absent.
+
+Tests under tests/e2e/ get the `e2e` marker automatically. A `needs_<tool>` test is skipped only
+when that tool is really missing on this machine (CI installs every tool, so nothing is skipped
+there); it is never skipped for any other reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+
+# marker -> executables it needs on PATH
+NEEDS = {
+    "needs_bwrap": ("bwrap",),
+    "needs_nix": ("nix-store", "nix-hash"),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        if (TESTS / "e2e") in path.parents:
+            item.add_marker(pytest.mark.e2e)
+        for marker, tools in NEEDS.items():
+            if item.get_closest_marker(marker) is None:
+                continue
+            missing = [t for t in tools if shutil.which(t) is None]
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=f"{', '.join(missing)} not installed"))
