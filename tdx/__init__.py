@@ -6,6 +6,9 @@ No logic lives here: every name is re-exported from `tdxstore`.
 from __future__ import annotations
 
 from tdxstore.builders.fetch import fetch, fetch_git, hash_of
+from tdxstore.builders.script import Build
+from tdxstore.image.image import Image
 
 __all__: list[str] = []
 __all__ += ["fetch", "fetch_git", "hash_of"]
+__all__ += ["Build", "Image"]
