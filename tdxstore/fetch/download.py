@@ -185,7 +185,9 @@ def _attempt_http(session: requests.Session, url: str, out: BinaryIO, timeout: f
             chunks = resp.raw.stream(CHUNK, decode_content=False)
             digest, done = _copy_stream(chunks, out, total, progress)
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-        if isinstance(e, OSError) and not isinstance(e, (ConnectionError, TimeoutError)):
+        # requests' exceptions are OSErrors too; a local OSError (disk full) is not a fetch problem.
+        if not isinstance(e, (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
+                              ConnectionError, TimeoutError)):
             raise
         classified = _classify(url, e, timeout)
         raise classified from e
