@@ -50,8 +50,9 @@ def add_root(store: Store, link: Path, sp: StorePath) -> Path:
 def roots(store: Store) -> dict[str, StorePath]:
     """Every live root: `{root link: store path}`; dangling or foreign links are ignored."""
     found: dict[str, StorePath] = {}
-    for dirpath, _dirs, files in os.walk(store.gcroots):
-        for f in sorted(files):
+    for dirpath, dirs, files in os.walk(store.gcroots):
+        # a link to a directory is listed among `dirs` (os.walk does not follow it)
+        for f in sorted(files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]):
             entry = Path(dirpath) / f
             target = _resolve_root(store, entry)
             if target is not None:

@@ -1,0 +1,99 @@
+"""Loading derivations named on the command line: `FILE.py[:ATTR]` or a `.drv` store path (L2).
+
+A Python file is run like a script (its directory on sys.path); ATTR names a module-level value
+(dotted for attributes). Without ATTR the file's `default` is used, else its only Derivation.
+An exception in the user's file becomes a DerivationError whose detail is the user's traceback.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from tdxstore.errors import DerivationError, TdxError
+from tdxstore.store.derivation import Derivation
+from tdxstore.store.path import StorePath
+from tdxstore.store.realise import load_derivation
+from tdxstore.store.store import Store
+
+
+def user_traceback(exc: BaseException, user_files: set[str]) -> str:
+    """The traceback restricted to frames from the user's files (ours are noise to them)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in user_files
+              or not f.filename.startswith(str(Path(__file__).parents[1]))]
+    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    return "Traceback (most recent call last):\n" + "".join(lines).rstrip()
+
+
+def run_python_file(path: Path) -> dict[str, Any]:
+    """Execute a user's Python file and return its globals; errors carry the user's traceback."""
+    path = path.absolute()
+    if not path.is_file():
+        raise DerivationError(f"file {str(path)!r} does not exist", code="file-not-found")
+    sys.path.insert(0, str(path.parent))
+    try:
+        return runpy.run_path(str(path), run_name="__tdx__")
+    except TdxError:
+        raise
+    except SyntaxError as e:
+        raise DerivationError(f"{path.name} has a syntax error at line {e.lineno}: {e.msg}",
+                              detail=user_traceback(e, {str(path)}), code="user-code-error") from e
+    except Exception as e:
+        raise DerivationError(f"{path.name} raised {type(e).__name__}: {e}",
+                              detail=user_traceback(e, {str(path)}), code="user-code-error") from e
+    finally:
+        if str(path.parent) in sys.path:
+            sys.path.remove(str(path.parent))
+
+
+def _select(scope: dict[str, Any], attr: str | None, where: str) -> Any:
+    if attr:
+        value: Any = scope
+        for part in attr.split("."):
+            value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+            if value is None:
+                raise DerivationError(f"{where} has no attribute {attr!r}", code="unknown-attribute",
+                                      hint=f"derivations there: {', '.join(_candidates(scope)) or 'none'}")
+        return value
+    if "default" in scope:
+        return scope["default"]
+    found = _candidates(scope)
+    if len(found) == 1:
+        return scope[found[0]]
+    raise DerivationError(f"{where} defines {len(found)} derivations and no `default`",
+                          hint=f"name one as FILE.py:ATTR ({', '.join(found) or 'none found'})",
+                          code="unknown-attribute")
+
+
+def _candidates(scope: dict[str, Any]) -> list[str]:
+    return sorted(k for k, v in scope.items() if isinstance(v, Derivation) and not k.startswith("_"))
+
+
+def resolve_targets(store: Store, spec: str) -> tuple[list[Derivation], str | None]:
+    """Derivations for `FILE.py[:ATTR]` or `/tdx/store/…drv[^OUTPUT]`; also the output selected."""
+    output = None
+    if "^" in spec:
+        spec, output = spec.rsplit("^", 1)
+    if spec.endswith(".drv") or spec.startswith("/tdx/store/"):
+        drvs = [load_derivation(store, store.parse(spec))]
+    else:
+        file, _, attr = spec.partition(":")
+        value = _select(run_python_file(Path(file)), attr or None, file)
+        items = value if isinstance(value, list | tuple) else [value]
+        if not items or not all(isinstance(i, Derivation) for i in items):
+            raise DerivationError(f"{spec} is not a derivation (got {type(value).__name__})",
+                                  code="not-a-derivation")
+        drvs = list(items)
+    if output is not None:
+        for d in drvs:
+            if output not in d.outputs:
+                raise DerivationError(f"derivation {d.name!r} has no output {output!r}",
+                                      hint=f"its outputs: {', '.join(d.outputs)}", code="unknown-output")
+    return drvs, output
+
+
+def selected_paths(drvs: list[Derivation], output: str | None) -> list[StorePath]:
+    return [p for d in drvs for o, p in sorted(d.output_paths.items()) if output in (None, o)]
