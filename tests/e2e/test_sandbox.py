@@ -204,6 +204,15 @@ def test_max_silent_kills_a_quiet_build(box: Box) -> None:
     assert _alive_with(marker) == []
 
 
+def test_background_children_die_with_the_build(box: Box) -> None:
+    marker = "765.432"
+    result, log = box.run(f"sleep {marker} & echo done")
+    assert result.ok and log == "done\n"
+    assert result.duration < 2.0  # the pipe held by the orphan does not hold up the run
+    time.sleep(0.1)
+    assert _alive_with(marker) == []
+
+
 def test_chatty_build_is_not_silent(box: Box) -> None:
     result, log = box.run("for i in $(seq 8); do echo $i; sleep 0.1; done", max_silent=0.5)
     assert result.ok and result.reason is None and log.split() == [str(i) for i in range(1, 9)]
