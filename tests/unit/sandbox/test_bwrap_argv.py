@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tdxstore.errors import SandboxError
 from tdxstore.sandbox import Mount, SandboxSpec, bwrap_argv, etc_files, sandbox_env
@@ -159,3 +161,37 @@ def test_bad_mount_is_one_clear_error(label: str, source: Path, target: str, nee
     assert info.value.code == "sandbox-spec"
     assert needle in info.value.message
     assert info.value.hint
+
+
+_component = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=8).filter(
+    lambda c: c not in (".", ".."))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    names=st.lists(_component, min_size=0, max_size=6, unique=True),
+    writable=st.lists(st.booleans(), min_size=6, max_size=6),
+    network=st.booleans(),
+    env=st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True), st.text(max_size=10).filter(
+        lambda v: "\0" not in v), max_size=5),
+)
+def test_argv_properties(names: list[str], writable: list[bool], network: bool, env: dict[str, str]) -> None:
+    mounts = tuple(Mount(Path("/host") / n, f"/tdx/store/{n}", writable=writable[i])
+                   for i, n in enumerate(names))
+    spec = SandboxSpec(argv=("/bin/sh", "-c", "true"), root=ROOT, mounts=mounts, env=env, network=network)
+    argv = bwrap_argv(spec, ETC)
+    assert ("--share-net" in argv) == network
+    assert argv[argv.index("--") + 1:] == list(spec.argv)
+    binds = [argv[i + 2] for i, a in enumerate(argv) if a in ("--bind", "--ro-bind") and
+             argv[i + 2].startswith("/tdx/store/")]
+    assert binds == sorted(binds, key=lambda t: t.split("/")) and len(binds) == len(names)
+    # every store mount lies between the store tmpfs and its read-only remount
+    assert argv.index("--tmpfs", argv.index("/tmp") + 1) < min(
+        (argv.index(b) for b in binds), default=len(argv)) and argv.index("--remount-ro") > max(
+        (argv.index(b) for b in binds), default=0)
+    for m in mounts:
+        flag = argv[argv.index(m.target) - 2]
+        assert flag == ("--bind" if m.writable else "--ro-bind")
+    envs = {argv[i + 1]: argv[i + 2] for i, a in enumerate(argv) if a == "--setenv"}
+    assert envs["TMPDIR"] == "/build" and all(envs[k] == v for k, v in env.items()
+                                              if k not in ("TMPDIR", "TEMPDIR", "TMP", "TEMP"))
