@@ -16,7 +16,14 @@ from pathlib import Path
 
 from tdxstore._lock import locked
 from tdxstore.errors import FetchError, HashMismatchError, UsageError
-from tdxstore.fetch.download import Progress, check_url, download, url_file_name
+from tdxstore.fetch.download import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    Progress,
+    check_url,
+    download,
+    url_file_name,
+)
 from tdxstore.fetch.git import check_git_url, check_ref, fetch_git_tree
 from tdxstore.fetch.hashspec import format_sha256, missing_hash_error, parse_sha256
 from tdxstore.fetch.record import FetchKind, record
@@ -47,8 +54,8 @@ def _fetch_lock(store: Store, kind: str, hex_digest: str) -> Path:
     return store.locks / f"fetch-{kind}-{hex_digest}.lock"
 
 
-def realise_fetch(store: Store, url: str, hex_digest: str, name: str, *,
-                  progress: Progress | None = None) -> StorePath:
+def realise_fetch(store: Store, url: str, hex_digest: str, name: str, *, progress: Progress | None = None,
+                  timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES) -> StorePath:
     """Make the flat fixed-output path of (hex_digest, name) valid, downloading `url` if needed."""
     check_url(url)
     check_name(name)
@@ -61,7 +68,8 @@ def realise_fetch(store: Store, url: str, hex_digest: str, name: str, *,
             return expected
         with store.temp_dir("fetch") as tmp:
             staged = tmp / name
-            download(url, staged, expected_sha256=hex_digest, progress=progress)
+            download(url, staged, expected_sha256=hex_digest, progress=progress, timeout=timeout,
+                     retries=retries)
             sp = store.add_flat(staged, name=name)
     if sp != expected:
         raise FetchError(f"adding {url} produced {sp.logical}, expected {expected.logical}",
