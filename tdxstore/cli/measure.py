@@ -1,0 +1,98 @@
+"""`tdx measure`: predict MRTD and RTMR0–2 of an image and explain a mismatch with a real event log (L4).
+
+Reads the input files, calls `tdxstore.measure.predict`, prints hex values (or JSON) and the event list.
+Never prints a value the library did not compute: missing inputs are listed, and make the command fail
+unless `--partial` is given; a log that differs from the prediction fails with the first differing events.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from tdxstore.errors import MeasureError, UsageError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("measure")(measure_cmd)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {str(path)!r}: {e.strerror}", code="measure-unreadable") from e
+
+
+def measure_cmd(
+    image: Path = typer.Argument(..., metavar="IMAGE", help="A UKI (.efi) or a raw GPT disk image with an ESP."),
+    firmware: Path | None = typer.Option(None, "--firmware", "-f", help="Unified OVMF.fd (TDVF) image."),
+    platform: str = typer.Option("qemu-tdx-upstream", "--platform", "-p",
+                                 help="Built-in platform profile name or a profile .json file."),
+    blobs: Path | None = typer.Option(None, "--blobs", help="Directory of RTMR0 platform blobs from the host."),
+    page_add_order: str | None = typer.Option(None, "--page-add-order",
+                                              help="Override the profile: single-pass or two-pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    events: bool = typer.Option(False, "--events", help="Also print the predicted event log."),
+    compare_log: Path | None = typer.Option(None, "--compare", metavar="EVENTLOG",
+                                            help="Replay a CCEL or TCG2 event log against the prediction."),
+    partial: bool = typer.Option(False, "--partial", help="Exit 0 even when some register cannot be predicted."),
+) -> None:
+    """Predict the TDX measurements (MRTD, RTMR0-2) of booting IMAGE."""
+    import dataclasses
+
+    from tdxstore.measure.eventlog import compare, parse_event_log
+    from tdxstore.measure.predict import PREDICTED, predict_image, require_complete, split_image
+    from tdxstore.measure.profile import load_profile
+    from tdxstore.measure.tdvf import PageAddOrder
+
+    profile = load_profile(platform, blobs)
+    if page_add_order is not None:
+        try:
+            order = PageAddOrder(page_add_order)
+        except ValueError as e:
+            raise UsageError(f"--page-add-order must be single-pass or two-pass, not {page_add_order!r}") from e
+        profile = dataclasses.replace(profile, page_add_order=order)
+    uki, disk = split_image(_read(image, "image"))
+    fw = _read(firmware, "firmware") if firmware else None
+    prediction = predict_image(uki, disk, fw, profile)
+    diffs = None
+    if compare_log is not None:
+        logged = parse_event_log(_read(compare_log, "event log"))
+        diffs = compare(prediction.events, logged, [r for r in PREDICTED if prediction.rtmrs[r] is not None])
+    if as_json:
+        out = prediction.to_json()
+        if not events:
+            out.pop("events")
+        if diffs is not None:
+            out["differences"] = [d.to_json() for d in diffs]
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        _print_text(prediction, events)
+    if diffs:
+        raise MeasureError(f"the event log differs from the prediction in {', '.join(d.register for d in diffs)}",
+                           hint="The named event is the first one that differs in each register.",
+                           detail="\n".join(d.describe() for d in diffs), code="measure-log-mismatch")
+    if diffs is not None and not as_json:
+        typer.echo("event log matches the prediction")
+    if not partial:
+        require_complete(prediction)
+
+
+def _print_text(prediction: object, with_events: bool) -> None:
+    from tdxstore.measure.predict import Prediction
+
+    assert isinstance(prediction, Prediction)
+    typer.echo(f"profile   {prediction.profile}")
+    typer.echo(f"firmware  {prediction.firmware or '(none)'}")
+    typer.echo("boot      " + ", ".join(f"{k} {v}" for k, v in prediction.boot_chain.items()))
+    typer.echo(f"MRTD      {prediction.mrtd.hex() if prediction.mrtd else '(not predicted)'}")
+    for reg, value in prediction.rtmrs.items():
+        typer.echo(f"{reg.value:<9} {value.hex() if value else '(not predicted)'}")
+        for item in prediction.missing.get(reg, ()):
+            typer.echo(f"          missing: {item}")
+    if with_events:
+        for ev in prediction.events:
+            typer.echo(f"{ev.register.value} {ev.type:<34} {ev.digest.hex()}  {ev.description}")
