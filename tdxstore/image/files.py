@@ -8,6 +8,7 @@ anything; render.py places the bytes under `mkosi.extra/` and fixes modes/owners
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,7 @@ def render_template(src: str | Path, directory: Path, variables: Mapping[str, An
         rendered = env.from_string(text).render(**dict(variables))
     except jinja2.UndefinedError as e:
         match = re.search(r"'([^']+)' is undefined", str(e))
-        raise _undefined([match.group(1) if match else str(e)], path) from e
+        raise _undefined([match.group(1) if match else str(e)], _failing_template(e, path)) from e
     except jinja2.TemplateSyntaxError as e:
         raise ImageError(f"template {path} has a syntax error at line {e.lineno}: {e.message}",
                          hint="fix the jinja2 syntax", code="template-syntax") from e
@@ -99,6 +100,13 @@ def render_template(src: str | Path, directory: Path, variables: Mapping[str, An
         raise ImageError(f"template {path} is not UTF-8 text", hint="templates must be UTF-8",
                          code="template-syntax") from e
     return rendered.encode("utf-8"), str(path)
+
+
+def _failing_template(error: BaseException, path: Path) -> Path:
+    """The template (maybe an included one) whose code raised: jinja2 maps its frames to template files."""
+    frames = [Path(f.filename) for f in traceback.extract_tb(error.__traceback__)]
+    inside = [f for f in frames if path.parent in f.parents and f.is_file()]
+    return inside[-1] if inside else path
 
 
 def _undefined(names: list[str], path: Path) -> ImageError:

@@ -59,7 +59,7 @@ def load_tdxfile(path: Path | str) -> Image:
     except TdxError as e:
         # Our own errors (conflicts, missing src=) keep their code; the user's traceback is added.
         if e.detail is None:
-            e.detail = user_traceback(e)
+            e.detail = user_traceback(e, with_exception=False)
         raise
     except KeyboardInterrupt:
         raise
@@ -104,10 +104,14 @@ def _pick_image(namespace: dict[str, Any], context: LoadContext, tdxfile: Path) 
                      hint="assign the one to build to a variable named `image`", code="tdxfile-error")
 
 
-def user_traceback(error: BaseException) -> str:
-    """The traceback of `error` restricted to frames outside tdxstore/tdx, formatted like Python's."""
+def user_traceback(error: BaseException, *, with_exception: bool = True) -> str:
+    """The traceback of `error` restricted to frames outside tdxstore/tdx, formatted like Python's.
+
+    `with_exception=False` leaves out the final exception line (our own errors show their message anyway).
+    """
     tb: TracebackType | None = error.__traceback__
     frames = [f for f in traceback.extract_tb(tb) if not is_own_file(f.filename)]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
-    lines += traceback.format_exception_only(error)
+    if with_exception:
+        lines += traceback.format_exception_only(error)
     return "".join(lines).rstrip()
