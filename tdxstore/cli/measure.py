@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from tdxstore.errors import MeasureError, UsageError
+
+_PROFILE = "qemu-tdx-upstream"
 
 
 def register(app: typer.Typer) -> None:
@@ -27,18 +30,17 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def measure_cmd(
-    image: Path = typer.Argument(..., metavar="IMAGE", help="A UKI (.efi) or a raw GPT disk image with an ESP."),
-    firmware: Path | None = typer.Option(None, "--firmware", "-f", help="Unified OVMF.fd (TDVF) image."),
-    platform: str = typer.Option("qemu-tdx-upstream", "--platform", "-p",
-                                 help="Built-in platform profile name or a profile .json file."),
-    blobs: Path | None = typer.Option(None, "--blobs", help="Directory of RTMR0 platform blobs from the host."),
-    page_add_order: str | None = typer.Option(None, "--page-add-order",
-                                              help="Override the profile: single-pass or two-pass."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    events: bool = typer.Option(False, "--events", help="Also print the predicted event log."),
-    compare_log: Path | None = typer.Option(None, "--compare", metavar="EVENTLOG",
-                                            help="Replay a CCEL or TCG2 event log against the prediction."),
-    partial: bool = typer.Option(False, "--partial", help="Exit 0 even when some register cannot be predicted."),
+    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="A UKI (.efi) or a raw GPT disk image.")],
+    firmware: Annotated[Path | None, typer.Option("--firmware", "-f", help="Unified OVMF.fd image.")] = None,
+    platform: Annotated[str, typer.Option("--platform", "-p", help="Profile name or .json file.")] = _PROFILE,
+    blobs: Annotated[Path | None, typer.Option("--blobs", help="Directory of RTMR0 platform blobs.")] = None,
+    page_add_order: Annotated[str | None, typer.Option("--page-add-order", help="MRTD order")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    events: Annotated[bool, typer.Option("--events", help="Also print the predicted event log.")] = False,
+    compare_log: Annotated[
+        Path | None, typer.Option("--compare", metavar="EVENTLOG", help="A CCEL or TCG2 log to replay.")
+    ] = None,
+    partial: Annotated[bool, typer.Option("--partial", help="Exit 0 on missing inputs.")] = False,
 ) -> None:
     """Predict the TDX measurements (MRTD, RTMR0-2) of booting IMAGE."""
     import dataclasses
@@ -53,7 +55,8 @@ def measure_cmd(
         try:
             order = PageAddOrder(page_add_order)
         except ValueError as e:
-            raise UsageError(f"--page-add-order must be single-pass or two-pass, not {page_add_order!r}") from e
+            raise UsageError(f"--page-add-order must be single-pass or two-pass, not {page_add_order!r}",
+                             code="usage") from e
         profile = dataclasses.replace(profile, page_add_order=order)
     uki, disk = split_image(_read(image, "image"))
     fw = _read(firmware, "firmware") if firmware else None
@@ -72,7 +75,8 @@ def measure_cmd(
     else:
         _print_text(prediction, events)
     if diffs:
-        raise MeasureError(f"the event log differs from the prediction in {', '.join(d.register for d in diffs)}",
+        regs = ", ".join(d.register for d in diffs)
+        raise MeasureError(f"the event log differs from the prediction in {regs}",
                            hint="The named event is the first one that differs in each register.",
                            detail="\n".join(d.describe() for d in diffs), code="measure-log-mismatch")
     if diffs is not None and not as_json:

@@ -41,7 +41,9 @@ class PeLayout:
 
 
 def _bad(message: str, code: str = "measure-not-pe") -> MeasureError:
-    return MeasureError(message, hint="Pass a PE/COFF (EFI) image such as a UKI or a kernel bzImage.", code=code)
+    return MeasureError(
+        message, hint="Pass a PE/COFF (EFI) image such as a UKI or a kernel bzImage.", code=code
+    )
 
 
 def _u16(data: bytes, off: int) -> int:
@@ -84,8 +86,9 @@ def parse_pe(data: bytes) -> PeLayout:
         vsize, vaddr, rsize, roff = struct.unpack_from("<IIII", data, off + 8)
         sections.append(Section(raw_name.decode("latin-1"), vsize, vaddr, roff, rsize))
     if size_of_headers > len(data):
-        raise _bad(f"SizeOfHeaders {size_of_headers:#x} exceeds the file size {len(data):#x}",
-                   "measure-pe-truncated")
+        raise _bad(
+            f"SizeOfHeaders {size_of_headers:#x} exceeds the file size {len(data):#x}", "measure-pe-truncated"
+        )
     return PeLayout(opt + 64, datadir, nrva, size_of_headers, tuple(sections), cert_size)
 
 
@@ -107,8 +110,11 @@ def authenticode_sha384(data: bytes, layout: PeLayout | None = None) -> bytes:
         if sec.raw_size == 0:
             continue
         if sec.raw_offset + sec.raw_size > len(data):
-            raise _bad(f"section {sec.name!r} raw data [{sec.raw_offset:#x}, +{sec.raw_size:#x}) lies beyond "
-                       f"the end of the file ({len(data):#x} bytes)", "measure-pe-truncated")
+            raise _bad(
+                f"section {sec.name!r} raw data [{sec.raw_offset:#x}, +{sec.raw_size:#x}) lies beyond "
+                f"the end of the file ({len(data):#x} bytes)",
+                "measure-pe-truncated",
+            )
         h.update(view[sec.raw_offset : sec.raw_offset + sec.raw_size])
         hashed += sec.raw_size
     if len(data) > hashed:
@@ -116,12 +122,14 @@ def authenticode_sha384(data: bytes, layout: PeLayout | None = None) -> bytes:
         if end > hashed:
             h.update(view[hashed:end])
         elif end < hashed:
-            raise _bad(f"certificate table ({pe.cert_size:#x} bytes) overlaps hashed data", "measure-pe-truncated")
+            raise _bad(
+                f"certificate table ({pe.cert_size:#x} bytes) overlaps hashed data", "measure-pe-truncated"
+            )
     return h.digest()
 
 
 def section_memory(data: bytes, sec: Section) -> bytes:
-    """A section as loaded in memory: VirtualSize bytes (file bytes, then zeros); raw size if VirtualSize is 0."""
+    """A section as loaded in memory: VirtualSize bytes (file bytes, then zeros), or raw size if 0."""
     size = sec.virtual_size or sec.raw_size
     raw = data[sec.raw_offset : sec.raw_offset + min(size, sec.raw_size)]
     if len(raw) < min(size, sec.raw_size):

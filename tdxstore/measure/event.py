@@ -79,8 +79,12 @@ class Event:
             )
 
     def to_json(self) -> dict[str, str]:
-        return {"register": self.register.value, "type": self.type,
-                "description": self.description, "digest": self.digest.hex()}
+        return {
+            "register": self.register.value,
+            "type": self.type,
+            "description": self.description,
+            "digest": self.digest.hex(),
+        }
 
 
 def extend(register: bytes, digest: bytes) -> bytes:

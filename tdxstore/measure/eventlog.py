@@ -38,8 +38,12 @@ class LogEvent:
 
 
 def _bad(message: str) -> MeasureError:
-    return MeasureError(message, hint="Pass the raw log: /sys/firmware/acpi/tables/data/CCEL or "
-                        "/sys/kernel/security/tpm0/binary_bios_measurements.", code="measure-bad-eventlog")
+    return MeasureError(
+        message,
+        hint="Pass the raw log: /sys/firmware/acpi/tables/data/CCEL or "
+        "/sys/kernel/security/tpm0/binary_bios_measurements.",
+        code="measure-bad-eventlog",
+    )
 
 
 def _take(log: bytes, off: int, n: int, what: str) -> bytes:
@@ -51,11 +55,11 @@ def _take(log: bytes, off: int, n: int, what: str) -> bytes:
 def _spec_id(log: bytes) -> tuple[dict[int, int], int]:
     """Parse the TCG_PCR_EVENT Spec ID header; returns algorithm sizes and where EVENT2 records start."""
     _pcr, etype = struct.unpack("<II", _take(log, 0, 8, "the header event"))
-    size, = struct.unpack("<I", _take(log, 28, 4, "the header event size"))
+    (size,) = struct.unpack("<I", _take(log, 28, 4, "the header event size"))
     data = _take(log, 32, size, "the Spec ID event")
     if etype != _EV_NO_ACTION or not data.startswith(b"Spec ID Event03\0"):
         raise _bad("not a TCG2 crypto-agile event log: no 'Spec ID Event03' header event")
-    count, = struct.unpack_from("<I", data, 24)
+    (count,) = struct.unpack_from("<I", data, 24)
     if 28 + 4 * count > len(data):
         raise _bad("the Spec ID event lists more algorithms than it holds")
     algs = {}
@@ -80,7 +84,7 @@ def _register(kind: LogKind, index: int) -> Register | None:
 
 
 def _records(log: bytes, algs: dict[int, int], off: int) -> list[tuple[int, int, bytes, bytes]]:
-    out = []
+    out: list[tuple[int, int, bytes, bytes]] = []
     while off < len(log):
         if not log[off:].strip(b"\xff") or not log[off:].strip(b"\0"):
             break  # unused tail of a pre-allocated log area (CCEL)
@@ -88,14 +92,14 @@ def _records(log: bytes, algs: dict[int, int], off: int) -> list[tuple[int, int,
         off += 12
         digest = None
         for _ in range(count):
-            alg, = struct.unpack("<H", _take(log, off, 2, "a digest algorithm"))
+            (alg,) = struct.unpack("<H", _take(log, off, 2, "a digest algorithm"))
             if alg not in algs:
                 raise _bad(f"event at offset {off:#x} uses algorithm {alg:#x}, absent from the log header")
             d = _take(log, off + 2, algs[alg], "a digest")
             if alg == _SHA384:
                 digest = d
             off += 2 + algs[alg]
-        size, = struct.unpack("<I", _take(log, off, 4, "an event size"))
+        (size,) = struct.unpack("<I", _take(log, off, 4, "an event size"))
         data = _take(log, off + 4, size, "event data")
         off += 4 + size
         if digest is None:
@@ -143,14 +147,23 @@ class Difference:
         return f"{self.register} event {self.position} ({what}): predicted {pred}, log has {got}"
 
     def to_json(self) -> dict[str, object]:
-        return {"register": self.register.value, "position": self.position,
-                "predicted": self.predicted.to_json() if self.predicted else None,
-                "logged": {"type": self.logged.type, "index": self.logged.index,
-                           "digest": self.logged.digest.hex()} if self.logged else None}
+        return {
+            "register": self.register.value,
+            "position": self.position,
+            "predicted": self.predicted.to_json() if self.predicted else None,
+            "logged": {
+                "type": self.logged.type,
+                "index": self.logged.index,
+                "digest": self.logged.digest.hex(),
+            }
+            if self.logged
+            else None,
+        }
 
 
-def compare(predicted: Sequence[Event], logged: Sequence[LogEvent],
-            registers: Sequence[Register]) -> list[Difference]:
+def compare(
+    predicted: Sequence[Event], logged: Sequence[LogEvent], registers: Sequence[Register]
+) -> list[Difference]:
     """For each register in `registers`, the first event that differs between prediction and log."""
     out = []
     for reg in registers:

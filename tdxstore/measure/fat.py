@@ -19,7 +19,7 @@ class _Fat:
         if len(part) < 512 or bytes(part[510:512]) != b"\x55\xaa":
             raise _bad("the EFI system partition is not a FAT file system (no boot signature)")
         bps, self.spc, reserved, nfats, root_entries, total16 = struct.unpack_from("<HBHBHH", part, 11)
-        fatsz16, = struct.unpack_from("<H", part, 22)
+        (fatsz16,) = struct.unpack_from("<H", part, 22)
         total32, fatsz32, _flags, _ver, self.root_cluster = struct.unpack_from("<IIHHI", part, 32)
         if bps not in (512, 1024, 2048, 4096) or self.spc == 0 or nfats == 0:
             raise _bad("the EFI system partition has a malformed FAT boot sector")
@@ -66,21 +66,26 @@ class _Fat:
             if e[0] == 0xE5 or e[11] == 0x0F or e[11] & 0x08:
                 continue
             base, ext = e[:8].decode("latin-1").rstrip(), e[8:11].decode("latin-1").rstrip()
-            hi, lo, size = struct.unpack_from("<H", e, 20)[0], struct.unpack_from("<H", e, 26)[0], \
-                struct.unpack_from("<I", e, 28)[0]
+            hi, lo, size = (
+                struct.unpack_from("<H", e, 20)[0],
+                struct.unpack_from("<H", e, 26)[0],
+                struct.unpack_from("<I", e, 28)[0],
+            )
             yield (f"{base}.{ext}" if ext else base), e[11], (hi << 16) | lo, size
 
 
 def _bad(message: str) -> MeasureError:
-    return MeasureError(message, hint="Pass a disk image whose ESP is a valid FAT file system.",
-                        code="measure-bad-esp")
+    return MeasureError(
+        message, hint="Pass a disk image whose ESP is a valid FAT file system.", code="measure-bad-esp"
+    )
 
 
 def read_file(part: memoryview, path: str) -> bytes:
     """The content of `path` (e.g. "EFI/BOOT/BOOTX64.EFI", case-insensitive 8.3 names) in a FAT image."""
     fs = _Fat(part)
-    directory = (fs.chain(fs.root_cluster) if fs.bits == 32
-                 else bytes(part[fs.root_off : fs.root_off + fs.root_size]))
+    directory = (
+        fs.chain(fs.root_cluster) if fs.bits == 32 else bytes(part[fs.root_off : fs.root_off + fs.root_size])
+    )
     names = [n for n in path.strip("/").split("/") if n]
     for depth, name in enumerate(names):
         last = depth == len(names) - 1
@@ -93,7 +98,9 @@ def read_file(part: memoryview, path: str) -> bytes:
                 directory = fs.chain(cluster)
                 break
         else:
-            raise MeasureError(f"the EFI system partition has no {'/'.join(names[: depth + 1])!r}",
-                               hint="The boot path measured is the firmware default EFI/BOOT/BOOTX64.EFI.",
-                               code="measure-no-boot-file")
+            raise MeasureError(
+                f"the EFI system partition has no {'/'.join(names[: depth + 1])!r}",
+                hint="The boot path measured is the firmware default EFI/BOOT/BOOTX64.EFI.",
+                code="measure-no-boot-file",
+            )
     raise _bad(f"{path!r} is a directory")

@@ -40,17 +40,20 @@ class Gpt:
 
     def uefi_gpt_data(self) -> bytes:
         """UEFI_GPT_DATA: header | u64 number of used entries | the entries."""
-        return (self.header + struct.pack("<Q", len(self.partitions))
-                + b"".join(p.raw for p in self.partitions))
+        return (
+            self.header + struct.pack("<Q", len(self.partitions)) + b"".join(p.raw for p in self.partitions)
+        )
 
     def esp(self) -> Partition:
         """The first EFI system partition; MeasureError when the disk has none."""
         for p in self.partitions:
             if p.type_guid == ESP_TYPE:
                 return p
-        raise MeasureError("the disk image has no EFI system partition",
-                           hint="Pass a GPT disk image whose ESP holds EFI/BOOT/BOOTX64.EFI.",
-                           code="measure-no-esp")
+        raise MeasureError(
+            "the disk image has no EFI system partition",
+            hint="Pass a GPT disk image whose ESP holds EFI/BOOT/BOOTX64.EFI.",
+            code="measure-no-esp",
+        )
 
 
 def is_gpt(disk: bytes) -> bool:
@@ -61,19 +64,27 @@ def is_gpt(disk: bytes) -> bool:
 def parse_gpt(disk: bytes) -> Gpt:
     """Parse the primary GPT of a disk image; MeasureError(measure-not-gpt / measure-gpt-malformed)."""
     if not is_gpt(disk):
-        raise MeasureError("not a GPT disk image: no 'EFI PART' signature at LBA 1",
-                           hint="Pass a raw GPT disk image (not qcow2) or a UKI file.", code="measure-not-gpt")
+        raise MeasureError(
+            "not a GPT disk image: no 'EFI PART' signature at LBA 1",
+            hint="Pass a raw GPT disk image (not qcow2) or a UKI file.",
+            code="measure-not-gpt",
+        )
     hdr = disk[SECTOR : SECTOR + _HEADER_SIZE]
-    header_size, = struct.unpack_from("<I", hdr, 12)
+    (header_size,) = struct.unpack_from("<I", hdr, 12)
     disk_guid = uuid.UUID(bytes_le=hdr[56:72])
     entries_lba, count, entry_size = struct.unpack_from("<QII", hdr, 72)
     if header_size < _HEADER_SIZE or entry_size < 128 or count > 4096:
-        raise MeasureError(f"malformed GPT header (HeaderSize {header_size}, {count} entries of {entry_size} bytes)",
-                           code="measure-gpt-malformed")
+        raise MeasureError(
+            f"malformed GPT header (HeaderSize {header_size}, {count} entries of {entry_size} bytes)",
+            code="measure-gpt-malformed",
+        )
     start = entries_lba * SECTOR
     if start + count * entry_size > len(disk):
-        raise MeasureError("the GPT partition entry array lies beyond the end of the disk image",
-                           hint="Pass the whole disk image, not a truncated copy.", code="measure-gpt-malformed")
+        raise MeasureError(
+            "the GPT partition entry array lies beyond the end of the disk image",
+            hint="Pass the whole disk image, not a truncated copy.",
+            code="measure-gpt-malformed",
+        )
     parts = []
     for i in range(count):
         raw = disk[start + i * entry_size : start + (i + 1) * entry_size]
@@ -81,8 +92,9 @@ def parse_gpt(disk: bytes) -> Gpt:
             continue
         first, last = struct.unpack_from("<QQ", raw, 32)
         name = raw[56:128].decode("utf-16-le", "replace").split("\0", 1)[0]
-        parts.append(Partition(uuid.UUID(bytes_le=raw[:16]), uuid.UUID(bytes_le=raw[16:32]), first, last,
-                               name, raw))
+        parts.append(
+            Partition(uuid.UUID(bytes_le=raw[:16]), uuid.UUID(bytes_le=raw[16:32]), first, last, name, raw)
+        )
     return Gpt(hdr, disk_guid, tuple(parts))
 
 
@@ -90,5 +102,7 @@ def partition_bytes(disk: bytes, part: Partition) -> memoryview:
     """The bytes of one partition (a view; no copy)."""
     end = (part.last_lba + 1) * SECTOR
     if end > len(disk):
-        raise MeasureError(f"partition {part.name!r} ends beyond the disk image", code="measure-gpt-malformed")
+        raise MeasureError(
+            f"partition {part.name!r} ends beyond the disk image", code="measure-gpt-malformed"
+        )
     return memoryview(disk)[part.first_lba * SECTOR : end]

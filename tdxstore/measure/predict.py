@@ -26,10 +26,14 @@ PREDICTED = (Register.RTMR0, Register.RTMR1, Register.RTMR2)
 
 # Firmware builds whose RTMR0 event layout is known (sha256 of the image -> (what it is, layout class)).
 KNOWN_FIRMWARE = {
-    "14954040cc754ade0c625ac3470ea46d4c14318b5b1396de4ef77090203d76db":
-        ("Debian trixie ovmf 2025.02-8+deb13u1 OVMF.fd", "edk2-pre-202505"),
-    "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773":
-        ("Debian bookworm ovmf 2022.11-6+deb12u2 OVMF.fd", "edk2-pre-202505"),
+    "14954040cc754ade0c625ac3470ea46d4c14318b5b1396de4ef77090203d76db": (
+        "Debian trixie ovmf 2025.02-8+deb13u1 OVMF.fd",
+        "edk2-pre-202505",
+    ),
+    "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773": (
+        "Debian bookworm ovmf 2022.11-6+deb12u2 OVMF.fd",
+        "edk2-pre-202505",
+    ),
 }
 
 
@@ -48,9 +52,14 @@ class Prediction:
     def to_json(self) -> dict[str, object]:
         values: dict[str, str | None] = {"MRTD": self.mrtd.hex() if self.mrtd else None}
         values.update({r.value: (v.hex() if v else None) for r, v in self.rtmrs.items()})
-        return {"profile": self.profile, "firmware": self.firmware, "measurements": values,
-                "missing": {r.value: list(m) for r, m in self.missing.items() if m},
-                "boot_chain": self.boot_chain, "events": [e.to_json() for e in self.events]}
+        return {
+            "profile": self.profile,
+            "firmware": self.firmware,
+            "measurements": values,
+            "missing": {r.value: list(m) for r, m in self.missing.items() if m},
+            "boot_chain": self.boot_chain,
+            "events": [e.to_json() for e in self.events],
+        }
 
 
 def _rtmr0(firmware: bytes, fw_sha: str, profile: Profile) -> tuple[list[Event], list[str]]:
@@ -61,12 +70,15 @@ def _rtmr0(firmware: bytes, fw_sha: str, profile: Profile) -> tuple[list[Event],
         if not profile.missing_blobs():
             raise MeasureError(
                 f"unknown firmware layout: sha256 {fw_sha} is none of the known builds "
-                f"({'; '.join(v[0] for v in KNOWN_FIRMWARE.values())}), so its RTMR0 events cannot be predicted",
+                f"({'; '.join(v[0] for v in KNOWN_FIRMWARE.values())}), so its RTMR0 events are unknown",
                 hint="Use a pinned Debian OVMF.fd, or verify the firmware's event layout and add it.",
-                code="measure-firmware-unknown")
+                code="measure-firmware-unknown",
+            )
     elif known[1] != profile.firmware_layout:
-        raise MeasureError(f"firmware {known[0]} has layout {known[1]}, the profile expects "
-                           f"{profile.firmware_layout}", code="measure-firmware-unknown")
+        raise MeasureError(
+            f"firmware {known[0]} has layout {known[1]}, the profile expects {profile.firmware_layout}",
+            code="measure-firmware-unknown",
+        )
     if missing:
         return [], missing
     sections = parse_tdvf(firmware)
@@ -101,9 +113,12 @@ def predict_image(uki: bytes, disk_gpt: bytes | None, firmware: bytes | None, pr
     rtmrs = {r: (None if missing[r] else replayed[r]) for r in PREDICTED}
     chain = {"stub": image.stub_version or "unknown", "kernel": image.kernel_release or "unknown"}
     osrel = image.os_release
-    chain["os"] = " ".join(v for v in (osrel.get("ID"), osrel.get("VERSION_ID") or osrel.get("IMAGE_VERSION")) if v)
-    return Prediction(profile.label, fw_label, mrtd, rtmrs, tuple(events),
-                      {r: tuple(m) for r, m in missing.items()}, chain)
+    chain["os"] = " ".join(
+        v for v in (osrel.get("ID"), osrel.get("VERSION_ID") or osrel.get("IMAGE_VERSION")) if v
+    )
+    return Prediction(
+        profile.label, fw_label, mrtd, rtmrs, tuple(events), {r: tuple(m) for r, m in missing.items()}, chain
+    )
 
 
 def split_image(data: bytes) -> tuple[bytes, bytes | None]:
@@ -115,14 +130,17 @@ def split_image(data: bytes) -> tuple[bytes, bytes | None]:
 
 
 def require_complete(prediction: Prediction) -> None:
-    """MeasureError(measure-missing-inputs) listing every missing input, when any register is unpredictable."""
+    """MeasureError(measure-missing-inputs) listing every missing input, if any."""
     lines = [f"{reg}: {item}" for reg, items in prediction.missing.items() for item in items]
     if prediction.mrtd is None:
         lines.insert(0, "MRTD: the firmware image")
     if lines:
         regs = sorted({line.split(":", 1)[0] for line in lines})
-        raise MeasureError(f"cannot predict {', '.join(regs)}: inputs are missing",
-                           hint="Pass --firmware and the platform blobs captured on the target host with --blobs "
-                                "DIR (files acpi-table-loader, acpi-rsdp, acpi-tables, boot-order, boot-XXXX), "
-                                "or --partial to accept a partial prediction.",
-                           detail="missing:\n  " + "\n  ".join(lines), code="measure-missing-inputs")
+        raise MeasureError(
+            f"cannot predict {', '.join(regs)}: inputs are missing",
+            hint="Pass --firmware and the platform blobs captured on the target host with --blobs "
+            "DIR (files acpi-table-loader, acpi-rsdp, acpi-tables, boot-order, boot-XXXX), "
+            "or --partial to accept a partial prediction.",
+            detail="missing:\n  " + "\n  ".join(lines),
+            code="measure-missing-inputs",
+        )

@@ -55,10 +55,13 @@ class Profile:
         if self.boot_path not in BOOT_PATHS:
             problems.append(f"boot_path {self.boot_path!r} is not one of {', '.join(BOOT_PATHS)}")
         if self.firmware_layout not in FIRMWARE_LAYOUTS:
-            problems.append(f"firmware_layout {self.firmware_layout!r} is not one of {', '.join(FIRMWARE_LAYOUTS)}")
+            problems.append(
+                f"firmware_layout {self.firmware_layout!r} is not one of {', '.join(FIRMWARE_LAYOUTS)}"
+            )
         if problems:
-            raise MeasureError(f"invalid platform profile {self.name!r}: {'; '.join(problems)}",
-                               code="measure-bad-profile")
+            raise MeasureError(
+                f"invalid platform profile {self.name!r}: {'; '.join(problems)}", code="measure-bad-profile"
+            )
 
     @property
     def label(self) -> str:
@@ -69,7 +72,7 @@ class Profile:
         return self.memory_mib << 20
 
     def required_blobs(self) -> list[str]:
-        """Every blob RTMR0 needs, in measurement order (Boot#### names known only once BootOrder is given)."""
+        """Every blob RTMR0 needs, in measurement order (Boot#### names follow from BootOrder)."""
         names = [ACPI_LOADER, *(acpi_blob_name(b) for b in self.acpi_blobs), BOOT_ORDER]
         if BOOT_ORDER in self.blobs:
             names += [f"boot-{n:04x}" for n in boot_order(self.blobs[BOOT_ORDER])]
@@ -79,10 +82,17 @@ class Profile:
         return [n for n in self.required_blobs() if n not in self.blobs]
 
     def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "version": self.version, "vmm": self.vmm,
-                "page_add_order": self.page_add_order.value, "memory_mib": self.memory_mib, "vcpus": self.vcpus,
-                "boot_path": self.boot_path, "firmware_layout": self.firmware_layout,
-                "blobs": sorted(self.blobs)}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "vmm": self.vmm,
+            "page_add_order": self.page_add_order.value,
+            "memory_mib": self.memory_mib,
+            "vcpus": self.vcpus,
+            "boot_path": self.boot_path,
+            "firmware_layout": self.firmware_layout,
+            "blobs": sorted(self.blobs),
+        }
 
 
 def builtin_profiles() -> list[str]:
@@ -91,27 +101,41 @@ def builtin_profiles() -> list[str]:
 
 def _read_blobs(directory: Path) -> dict[str, bytes]:
     if not directory.is_dir():
-        raise MeasureError(f"platform blob directory {str(directory)!r} does not exist",
-                           code="measure-bad-profile")
+        raise MeasureError(
+            f"platform blob directory {str(directory)!r} does not exist", code="measure-bad-profile"
+        )
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 def load_profile(name_or_path: str, blob_dir: Path | None = None) -> Profile:
     """A built-in profile by name or a profile JSON file; blobs from its "blobs" map and from `blob_dir`."""
     path = Path(name_or_path)
-    if not path.suffix == ".json":
+    if path.suffix != ".json":
         path = PROFILE_DIR / f"{name_or_path}.json"
     if not path.is_file():
-        raise MeasureError(f"unknown platform profile {name_or_path!r}",
-                           hint=f"Use one of {', '.join(builtin_profiles())} or a profile .json file.",
-                           code="measure-unknown-profile")
+        raise MeasureError(
+            f"unknown platform profile {name_or_path!r}",
+            hint=f"Use one of {', '.join(builtin_profiles())} or a profile .json file.",
+            code="measure-unknown-profile",
+        )
     try:
         raw = json.loads(path.read_text())
         blobs = {k: (path.parent / v).read_bytes() for k, v in raw.get("blobs", {}).items()}
         if blob_dir is not None:
             blobs.update(_read_blobs(blob_dir))
-        return Profile(raw["name"], int(raw["version"]), raw.get("vmm", ""), PageAddOrder(raw["page_add_order"]),
-                       int(raw["memory_mib"]), int(raw["vcpus"]), raw["boot_path"], raw["firmware_layout"],
-                       tuple(raw.get("acpi_blobs", ())), blobs)
+        return Profile(
+            raw["name"],
+            int(raw["version"]),
+            raw.get("vmm", ""),
+            PageAddOrder(raw["page_add_order"]),
+            int(raw["memory_mib"]),
+            int(raw["vcpus"]),
+            raw["boot_path"],
+            raw["firmware_layout"],
+            tuple(raw.get("acpi_blobs", ())),
+            blobs,
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise MeasureError(f"cannot read platform profile {str(path)!r}: {e}", code="measure-bad-profile") from e
+        raise MeasureError(
+            f"cannot read platform profile {str(path)!r}: {e}", code="measure-bad-profile"
+        ) from e

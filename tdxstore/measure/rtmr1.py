@@ -29,21 +29,41 @@ def separator(register: Register) -> Event:
 
 
 def gpt_event(gpt: Gpt) -> Event:
-    return Event(Register.RTMR1, "EV_EFI_GPT_EVENT",
-                 f"GPT table (disk {gpt.disk_guid}, {len(gpt.partitions)} partitions)",
-                 sha384(gpt.uefi_gpt_data()))
+    return Event(
+        Register.RTMR1,
+        "EV_EFI_GPT_EVENT",
+        f"GPT table (disk {gpt.disk_guid}, {len(gpt.partitions)} partitions)",
+        sha384(gpt.uefi_gpt_data()),
+    )
 
 
 def boot_events(uki: Uki) -> tuple[Event, Event]:
     """The two images the firmware measures: the UKI itself and the kernel sd-stub loads from .linux."""
-    return (Event(Register.RTMR1, "EV_EFI_BOOT_SERVICES_APPLICATION", "UKI Authenticode",
-                  authenticode_sha384(uki.data, uki.layout)),
-            Event(Register.RTMR1, "EV_EFI_BOOT_SERVICES_APPLICATION", "kernel Authenticode (UKI section .linux)",
-                  authenticode_sha384(uki.sections[".linux"])))
+    return (
+        Event(
+            Register.RTMR1,
+            "EV_EFI_BOOT_SERVICES_APPLICATION",
+            "UKI Authenticode",
+            authenticode_sha384(uki.data, uki.layout),
+        ),
+        Event(
+            Register.RTMR1,
+            "EV_EFI_BOOT_SERVICES_APPLICATION",
+            "kernel Authenticode (UKI section .linux)",
+            authenticode_sha384(uki.sections[".linux"]),
+        ),
+    )
 
 
 def rtmr1_events(uki: Uki, gpt: Gpt) -> list[Event]:
     """Every RTMR1 event of one successful boot of `uki` from the disk with `gpt`."""
     app, kernel = boot_events(uki)
-    return [action(Register.RTMR1, CALLING_EFI_APP), separator(Register.RTMR1), gpt_event(gpt), app, kernel,
-            action(Register.RTMR1, EXIT_BOOT_SERVICES), action(Register.RTMR1, EXIT_BOOT_SERVICES_OK)]
+    return [
+        action(Register.RTMR1, CALLING_EFI_APP),
+        separator(Register.RTMR1),
+        gpt_event(gpt),
+        app,
+        kernel,
+        action(Register.RTMR1, EXIT_BOOT_SERVICES),
+        action(Register.RTMR1, EXIT_BOOT_SERVICES_OK),
+    ]

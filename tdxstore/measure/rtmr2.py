@@ -13,27 +13,49 @@ from tdxstore.measure.event import Event, Register, sha384
 from tdxstore.measure.uki import Uki
 
 # systemd-stub's canonical section order (systemd 257 `unified_sections[]`); .pcrsig is never measured.
-CANONICAL_SECTIONS = (".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname",
-                      ".sbat", ".pcrsig", ".pcrpkey", ".profile", ".dtbauto", ".hwids")
+CANONICAL_SECTIONS = (
+    ".linux",
+    ".osrel",
+    ".cmdline",
+    ".initrd",
+    ".ucode",
+    ".splash",
+    ".dtb",
+    ".uname",
+    ".sbat",
+    ".pcrsig",
+    ".pcrpkey",
+    ".profile",
+    ".dtbauto",
+    ".hwids",
+)
 MIN_CC_STUB = 256  # NEWS for 256: systemd-stub measures through EFI_CC_MEASUREMENT_PROTOCOL
 MIN_OSREL_CPIO_STUB = 257  # 257 hands .osrel to the initrd as .extra/os-release
 
 # Parts the stub generates as cpio archives under .extra/ (section -> file name), in hand-over order.
-_CPIO_PARTS = ((".pcrsig", "tpm2-pcr-signature.json"), (".pcrpkey", "tpm2-pcr-public-key.pem"),
-               (".osrel", "os-release"), (".profile", "profile"))
+_CPIO_PARTS = (
+    (".pcrsig", "tpm2-pcr-signature.json"),
+    (".pcrpkey", "tpm2-pcr-public-key.pem"),
+    (".osrel", "os-release"),
+    (".profile", "profile"),
+)
 
 
 def check_stub(uki: Uki) -> int:
     """The stub's major version; MeasureError when it is unknown or too old to measure into RTMR2."""
     major = uki.stub_major
     if major is None:
-        raise MeasureError("cannot tell which systemd-stub this UKI carries (no readable .sdmagic section)",
-                           hint="Build the UKI with systemd-stub ≥ 256 (ukify or mkosi).",
-                           code="measure-stub-unknown")
+        raise MeasureError(
+            "cannot tell which systemd-stub this UKI carries (no readable .sdmagic section)",
+            hint="Build the UKI with systemd-stub ≥ 256 (ukify or mkosi).",
+            code="measure-stub-unknown",
+        )
     if major < MIN_CC_STUB:
-        raise MeasureError(f"systemd-stub {uki.stub_version} measures only into a TPM, not into RTMR2",
-                           hint=f"Rebuild the UKI with systemd-stub ≥ {MIN_CC_STUB}.",
-                           code="measure-stub-too-old")
+        raise MeasureError(
+            f"systemd-stub {uki.stub_version} measures only into a TPM, not into RTMR2",
+            hint=f"Rebuild the UKI with systemd-stub ≥ {MIN_CC_STUB}.",
+            code="measure-stub-too-old",
+        )
     return major
 
 
@@ -43,8 +65,9 @@ def section_events(uki: Uki) -> list[Event]:
     for name in CANONICAL_SECTIONS:
         if name == ".pcrsig" or name not in uki.sections:
             continue
-        events.append(Event(Register.RTMR2, "EV_IPL", f"UKI section name {name}",
-                            sha384(name.encode("ascii") + b"\0")))
+        events.append(
+            Event(Register.RTMR2, "EV_IPL", f"UKI section name {name}", sha384(name.encode("ascii") + b"\0"))
+        )
         events.append(Event(Register.RTMR2, "EV_IPL", f"UKI section {name}", sha384(uki.sections[name])))
     return events
 
@@ -81,7 +104,7 @@ def _cpio_entry(buf: bytearray, ino: int, mode: int, name: str, content: bytes) 
 
 
 def literal_cpio(directory: str, filename: str, content: bytes) -> bytes:
-    """A newc cpio archive as systemd-stub's pack_cpio_literal() builds it: a 0555 dir, a 0444 file, trailer."""
+    """A newc cpio archive as systemd-stub's pack_cpio_literal() builds it: 0555 dir, 0444 file, trailer."""
     buf = bytearray()
     _cpio_entry(buf, 1, 0o040555, directory, b"")
     _cpio_entry(buf, 2, 0o100444, f"{directory}/{filename}", content)
@@ -99,7 +122,9 @@ def initrd_parts(uki: Uki, stub_major: int) -> list[tuple[str, bytes]]:
     for name, filename in _CPIO_PARTS:
         if name not in uki.sections or (name == ".osrel" and stub_major < MIN_OSREL_CPIO_STUB):
             continue
-        parts.append((f"generated cpio .extra/{filename}", literal_cpio(".extra", filename, uki.sections[name])))
+        parts.append(
+            (f"generated cpio .extra/{filename}", literal_cpio(".extra", filename, uki.sections[name]))
+        )
     return parts
 
 
@@ -115,13 +140,25 @@ def kernel_events(uki: Uki, stub_major: int) -> list[Event]:
     events = []
     cmdline = mangle_cmdline(uki.sections.get(".cmdline", b""))
     if cmdline:
-        events.append(Event(Register.RTMR2, "EV_EVENT_TAG", f"kernel command line {cmdline!r}",
-                            sha384(load_options(cmdline))))
+        events.append(
+            Event(
+                Register.RTMR2,
+                "EV_EVENT_TAG",
+                f"kernel command line {cmdline!r}",
+                sha384(load_options(cmdline)),
+            )
+        )
     parts = initrd_parts(uki, stub_major)
     if parts:
         what = " + ".join(name for name, _ in parts)
-        events.append(Event(Register.RTMR2, "EV_EVENT_TAG", f"initrd ({what})",
-                            sha384(combine_initrd([p for _, p in parts]))))
+        events.append(
+            Event(
+                Register.RTMR2,
+                "EV_EVENT_TAG",
+                f"initrd ({what})",
+                sha384(combine_initrd([p for _, p in parts])),
+            )
+        )
     return events
 
 

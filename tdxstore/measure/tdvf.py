@@ -35,7 +35,7 @@ class SectionType(IntEnum):
 
 
 class PageAddOrder(StrEnum):
-    """How the VMM interleaves PAGE.ADD and MR.EXTEND: per page (KVM upstream) or per section (QEMU 8 fork)."""
+    """How the VMM interleaves PAGE.ADD and MR.EXTEND: per page (upstream KVM) or per section (QEMU 8)."""
 
     SINGLE_PASS = "single-pass"
     TWO_PASS = "two-pass"
@@ -65,7 +65,7 @@ def _no_metadata(what: str) -> MeasureError:
     return MeasureError(
         f"firmware has no TDVF metadata: {what}",
         hint="Use the unified TDX-capable OVMF.fd (Debian: /usr/share/ovmf/OVMF.fd), not the split "
-             "OVMF_CODE*.fd build.",
+        "OVMF_CODE*.fd build.",
         code="measure-no-tdvf-metadata",
     )
 
@@ -95,16 +95,22 @@ def parse_tdvf(fw: bytes) -> tuple[TdvfSection, ...]:
         raise _no_metadata(f"no 'TDVF' descriptor at offset {off:#x}")
     _sig, length, version, count = struct.unpack_from("<4sIII", fw, off)
     if version != 1 or length != 16 + 32 * count or off + length > len(fw):
-        raise MeasureError(f"unknown TDVF descriptor (version {version}, length {length}, {count} sections)",
-                           hint="Only TDVF metadata version 1 is known.", code="measure-tdvf-unknown")
+        raise MeasureError(
+            f"unknown TDVF descriptor (version {version}, length {length}, {count} sections)",
+            hint="Only TDVF metadata version 1 is known.",
+            code="measure-tdvf-unknown",
+        )
     sections = []
     for i in range(count):
         d_off, raw, gpa, msize, typ, attr = struct.unpack_from("<IIQQII", fw, off + 16 + 32 * i)
         if typ not in SectionType._value2member_map_:
             raise MeasureError(f"TDVF section {i} has unknown type {typ}", code="measure-tdvf-unknown")
         if gpa % PAGE or msize % PAGE or raw > msize or d_off + raw > len(fw):
-            raise MeasureError(f"TDVF section {i} is malformed (GPA {gpa:#x}, memory {msize:#x}, raw {raw:#x} "
-                               f"at {d_off:#x})", code="measure-tdvf-malformed")
+            raise MeasureError(
+                f"TDVF section {i} is malformed (GPA {gpa:#x}, memory {msize:#x}, raw {raw:#x} "
+                f"at {d_off:#x})",
+                code="measure-tdvf-malformed",
+            )
         sections.append(TdvfSection(d_off, raw, gpa, msize, SectionType(typ), attr))
     return tuple(sections)
 

@@ -57,20 +57,28 @@ def parse_uki(data: bytes) -> Uki:
     try:
         layout = parse_pe(data)
     except MeasureError as e:
-        raise MeasureError(f"not a UKI: {e.message}", hint="Pass a unified kernel image (a systemd-stub PE "
-                           "with .linux, .cmdline, .initrd… sections).", code="measure-not-uki") from e
+        raise MeasureError(
+            f"not a UKI: {e.message}",
+            hint="Pass a unified kernel image (a systemd-stub PE with .linux, .cmdline, .initrd… sections).",
+            code="measure-not-uki",
+        ) from e
     sections: dict[str, bytes] = {}
     for sec in layout.sections:
         if sec.name == ".profile":
-            raise MeasureError("multi-profile UKIs (with .profile sections) are not supported yet",
-                               hint="Build a single-profile UKI.", code="measure-uki-profiles")
+            raise MeasureError(
+                "multi-profile UKIs (with .profile sections) are not supported yet",
+                hint="Build a single-profile UKI.",
+                code="measure-uki-profiles",
+            )
         if sec.name not in sections:
             sections[sec.name] = section_memory(data, sec)
     if ".linux" not in sections:
         names = ", ".join(sorted(sections)) or "none"
-        raise MeasureError(f"not a UKI: the PE image has no .linux section (sections: {names})",
-                           hint="Pass a unified kernel image built with systemd-stub (ukify or mkosi).",
-                           code="measure-not-uki")
+        raise MeasureError(
+            f"not a UKI: the PE image has no .linux section (sections: {names})",
+            hint="Pass a unified kernel image built with systemd-stub (ukify or mkosi).",
+            code="measure-not-uki",
+        )
     m = _SDMAGIC.search(sections.get(".sdmagic", b""))
     version = m.group(1).decode("ascii", "replace") if m else None
     return Uki(data, layout, sections, version)
