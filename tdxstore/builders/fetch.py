@@ -10,10 +10,12 @@ store's `tmp/`, verifies, then adds; a mismatch raises HashMismatchError and not
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from pathlib import Path
 
+from tdxstore._fs import atomic_write
 from tdxstore._lock import locked
 from tdxstore.errors import FetchError, HashMismatchError, UsageError
 from tdxstore.fetch.download import (
@@ -77,9 +79,38 @@ def realise_fetch(store: Store, url: str, hex_digest: str, name: str, *, progres
     return sp
 
 
+def _resolution_file(store: Store, hex_digest: str) -> Path:
+    return store.home / "fetch-git-v1" / f"{hex_digest}.json"
+
+
+def _remember_commit(store: Store, url: str, tag: str | None, hex_digest: str, commit: str) -> None:
+    """Note which commit `tag` of `url` resolved to, so a later cache hit can still record it."""
+    path = _resolution_file(store, hex_digest)
+    try:
+        known = json.loads(path.read_text()) if path.exists() else []
+    except (OSError, ValueError):
+        known = []
+    entry = {"url": url, "tag": tag, "rev": commit}
+    if entry not in known:
+        atomic_write(path, json.dumps([*known, entry], indent=1, sort_keys=True).encode())
+
+
+def _known_commit(store: Store, url: str, tag: str | None, hex_digest: str) -> str | None:
+    """The commit remembered for (url, tag) and this tree, or None (never any network I/O)."""
+    try:
+        known = json.loads(_resolution_file(store, hex_digest).read_text())
+    except (OSError, ValueError):
+        return None
+    for e in known if isinstance(known, list) else []:
+        if isinstance(e, dict) and e.get("url") == url and e.get("tag") == tag:
+            rev = e.get("rev")
+            return rev if isinstance(rev, str) else None
+    return None
+
+
 def _realise_git(store: Store, url: str, tag: str | None, rev: str | None, hex_digest: str | None,
                  name: str, submodules: bool) -> tuple[StorePath, str | None, str]:
-    """(store path, resolved commit or None if already valid, NAR hex). hex_digest None: no check."""
+    """(store path, resolved commit or None if unknown on a cache hit, NAR hex). hex_digest None: no check."""
     from tdxstore.store.nar import hash_path  # lazily: the NAR code is only needed on a miss
 
     check_git_url(url)
@@ -88,11 +119,11 @@ def _realise_git(store: Store, url: str, tag: str | None, rev: str | None, hex_d
     if hex_digest is not None:
         expected = make_fixed_output_path(hex_digest, name, recursive=True)
         if store.is_valid(expected):
-            return expected, None, hex_digest
+            return expected, _known_commit(store, url, tag, hex_digest), hex_digest
     lock_key = hex_digest or hashlib.sha256(f"{url}\0{tag}\0{rev}\0{submodules}".encode()).hexdigest()
     with locked([_fetch_lock(store, "git", lock_key)]):
         if hex_digest is not None and store.is_valid(expected):
-            return expected, None, hex_digest
+            return expected, _known_commit(store, url, tag, hex_digest), hex_digest
         with store.temp_dir("fetch-git") as tmp:
             tree = tmp / name
             commit = fetch_git_tree(url, tree, tag=tag, rev=rev, submodules=submodules)
@@ -102,6 +133,7 @@ def _realise_git(store: Store, url: str, tag: str | None, rev: str | None, hex_d
                 err.detail = f"{'tag ' + tag if tag else 'commit'} resolved to commit {commit}"
                 raise err
             sp = store.add_path(tree, name=name)
+        _remember_commit(store, url, tag, got, commit)
     if sp != make_fixed_output_path(got, name, recursive=True):
         raise FetchError(f"adding the tree of {url} produced {sp.logical}, not its NAR-hash path",
                          code="store-path-mismatch", hint="this is a bug in tdx; please report it")
