@@ -23,7 +23,10 @@ _KINDS = {stat.S_IFCHR: "character device", stat.S_IFBLK: "block device", stat.S
 
 def normalise_tree(path: Path) -> None:
     """Canonicalise `path` (a file, symlink or directory tree) in place; see the module docstring."""
-    _normalise(os.fsencode(path), os.lstat(path))
+    try:
+        _normalise(os.fsencode(path), os.lstat(path))
+    except RecursionError as e:
+        raise NarError(f"{str(path)!r} is nested too deeply to normalise", code="nar-too-deep") from e
 
 
 def _normalise(path: bytes, st: os.stat_result) -> None:
