@@ -12,16 +12,25 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tdxstore._fs import remove_tree, temporary_directory
 from tdxstore.errors import CommandError, HashMismatchError, ImageError
 from tdxstore.image.mkosi_mirror import AptMirrors, host_mirrors
 from tdxstore.sandbox import process
+from tdxstore.store.path import StorePath, make_fixed_output_path
+
+if TYPE_CHECKING:
+    from tdxstore.store.store import Store
 
 # The pin: a different mkosi gives a different image. Observed in Debian trixie/main on 2026-11-25.
 MKOSI_VERSION = "25.3"
 MKOSI_DEB_VERSION = "25.3-7"
 MKOSI_DEB_SHA256 = "ef56c81324fd47d65490e944ec4697bb3f6fb21326d0d071bfc2fb5ba5383252"
+# NAR SHA-256 of the unpacked usr/lib/python3/dist-packages tree (nix-hash --type sha256), so the
+# store path is known before downloading anything.
+MKOSI_TREE_NAR_SHA256 = "ba6f305cca316941268648518a451df607bb6ad72ea5e6eac40db5a5e6e4d00b"
+MKOSI_STORE_NAME = f"mkosi-{MKOSI_VERSION}"
 MKOSI_SUITE = "trixie"
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # Where caches (unpacked mkosi, mkosi's incremental and package caches, tools tree) live by default.
@@ -140,6 +149,25 @@ def obtain_mkosi(
             remove_tree(final)
         os.rename(tree, final)
     return final
+
+
+def mkosi_store_path() -> StorePath:
+    """The store path the pinned mkosi tree has once added (recursive content address)."""
+    return make_fixed_output_path(MKOSI_TREE_NAR_SHA256, MKOSI_STORE_NAME, recursive=True)
+
+
+def obtain_mkosi_in_store(store: Store, *, mirror: str | None = None,
+                          env: Mapping[str, str] | None = None) -> StorePath:
+    """The pinned mkosi as a store path (PYTHONPATH = `store.real_path(sp)`); no download if valid."""
+    want = mkosi_store_path()
+    if store.is_valid(want):
+        return want
+    with store.temp_dir("mkosi-dl") as work:
+        deb = download_mkosi_deb(work, mirror=mirror, env=env)
+        got = store.add_path(unpack_deb(deb, work / "python"), name=MKOSI_STORE_NAME)
+    if got != want:
+        raise HashMismatchError(f"unpacked mkosi tree of {deb.name}", want.logical, got.logical)
+    return got
 
 
 def mkosi_env(mkosi_dir: Path, home: Path) -> dict[str, str]:
