@@ -16,6 +16,7 @@ from pathlib import Path
 CACHE = Path(os.environ.get("TDX_MEASURE_ASSETS", "/var/tmp/tdx-measure-assets"))
 MIRROR = "http://deb.debian.org/debian"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+UNIT_CMDLINE = "console=ttyS0 quiet"
 
 # package -> (version, sha256 of the .deb)
 PACKAGES = {
