@@ -60,16 +60,33 @@ class Result:
     built: list[Derivation] = field(default_factory=list)
 
 
-def instantiate(store: Store, drv: Derivation) -> StorePath:
+def closure_of(targets: Sequence[Derivation]) -> list[Derivation]:
+    """Every derivation the targets need, each once, inputs before their users."""
+    seen: set[StorePath] = set()
+    order: list[Derivation] = []
+    for t in targets:
+        if t.drv_path in seen:
+            continue
+        for d in t.walk():
+            if d.drv_path not in seen:
+                seen.add(d.drv_path)
+                order.append(d)
+    return order
+
+
+def instantiate(store: Store, drv: Derivation | Sequence[Derivation]) -> StorePath:
     """Write the .drv files of `drv` and all its input derivations into the store."""
-    for d in drv.walk():
+    targets = [drv] if isinstance(drv, Derivation) else list(drv)
+    for d in closure_of(targets):
+        if store.is_valid(d.drv_path):
+            continue
         for src in d.input_srcs:
             if not store.is_valid(src):
                 raise DerivationError(
                     f"derivation {d.name!r} uses {src}, which is not valid in this store",
                     hint="add or build that path first (for example `tdx store add`)", code="input-not-valid")
         store.add_text(f"{d.name}.drv", d.encoded, [i.drv_path for i in d.input_drvs] + list(d.input_srcs))
-    return drv.drv_path
+    return targets[-1].drv_path
 
 
 def load_derivation(store: Store, drv_path: StorePath) -> Derivation:
@@ -100,13 +117,8 @@ def load_derivation(store: Store, drv_path: StorePath) -> Derivation:
 def plan(store: Store, targets: Sequence[Derivation]) -> Plan:
     build: list[Derivation] = []
     valid: list[Derivation] = []
-    seen: set[StorePath] = set()
-    for t in targets:
-        for d in t.walk():
-            if d.drv_path in seen:
-                continue
-            seen.add(d.drv_path)
-            (valid if _outputs_valid(store, d) else build).append(d)
+    for d in closure_of(targets):
+        (valid if _outputs_valid(store, d) else build).append(d)
     return Plan(tuple(build), tuple(valid))
 
 
@@ -118,17 +130,15 @@ def realise(store: Store, targets: Sequence[Derivation], options: Options = Opti
             progress: Progress | None = None) -> Result:
     """Make every output of `targets` valid; returns their paths and what was built."""
     with store.gc_guard():
-        for t in targets:
-            instantiate(store, t)
+        instantiate(store, targets)
         todo = plan(store, targets)
         notify = progress or (lambda _e, _d, _s: None)
         for d in todo.valid:
             notify("valid", d, "")
         result = Result()
         _schedule(store, list(todo.build), options, notify, result)
-        for t in targets:
-            for d in t.walk():
-                result.outputs[d.drv_path.logical] = dict(d.output_paths)
+        for d in closure_of(targets):
+            result.outputs[d.drv_path.logical] = dict(d.output_paths)
         return result
 
 
