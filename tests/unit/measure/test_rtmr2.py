@@ -23,7 +23,17 @@ from tests import measure_assets
 CMDLINE = measure_assets.UNIT_CMDLINE
 
 # systemd-measure 254 knows these section switches; each file is fed at VirtualSize length.
-MEASURE_SWITCHES = (".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".uname", ".sbat", ".pcrpkey")
+MEASURE_SWITCHES = (
+    ".linux",
+    ".osrel",
+    ".cmdline",
+    ".initrd",
+    ".splash",
+    ".dtb",
+    ".uname",
+    ".sbat",
+    ".pcrpkey",
+)
 
 
 def patch_section(uki: bytes, name: str, content: bytes) -> bytes:
@@ -40,9 +50,14 @@ def test_stub_part_equals_systemd_measure(uki_path: Path, tmp_path: Path) -> Non
         if name in uki.sections:
             (tmp_path / name[1:]).write_bytes(uki.sections[name])
             argv.append(f"--{name[1:]}={tmp_path / name[1:]}")
-    assert not set(uki.sections) & {".ucode", ".profile", ".dtbauto", ".hwids"}  # unknown to systemd-measure 254
-    out = subprocess.run([*argv, "calculate", "--bank=sha384", "--phase="], env={**os.environ, **env},
-                         capture_output=True, check=True, text=True).stdout
+    assert not set(uki.sections) & {
+        ".ucode",
+        ".profile",
+        ".dtbauto",
+        ".hwids",
+    }  # unknown to systemd-measure 254
+    argv += ["calculate", "--bank=sha384", "--phase="]
+    out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, check=True, text=True).stdout
     expected = out.split("sha384=", 1)[1][:96]
     assert replay(section_events(uki))["RTMR2"].hex() == expected
 
@@ -79,7 +94,9 @@ def test_literal_cpio_is_a_valid_newc_archive(tmp_path: Path) -> None:
     assert len(archive) % 4 == 0
     listing = subprocess.run(["cpio", "-t", "--quiet"], input=archive, capture_output=True, check=True).stdout
     assert listing.split() == [b".extra", b".extra/os-release"]
-    subprocess.run(["cpio", "-id", "--quiet", "--no-absolute-filenames"], input=archive, cwd=tmp_path, check=True)
+    subprocess.run(
+        ["cpio", "-id", "--quiet", "--no-absolute-filenames"], input=archive, cwd=tmp_path, check=True
+    )
     out = tmp_path / ".extra/os-release"
     assert out.read_bytes() == b"ID=test\nVERSION_ID=1\n"
     assert oct(out.stat().st_mode & 0o7777) == "0o444"
@@ -92,7 +109,10 @@ def test_initrd_padding_rules() -> None:
 
 def test_initrd_parts_follow_stub_version(uki_path: Path) -> None:
     uki = parse_uki(uki_path.read_bytes())
-    assert [n for n, _ in initrd_parts(uki, 257)] == ["UKI section .initrd", "generated cpio .extra/os-release"]
+    assert [n for n, _ in initrd_parts(uki, 257)] == [
+        "UKI section .initrd",
+        "generated cpio .extra/os-release",
+    ]
     assert [n for n, _ in initrd_parts(uki, 256)] == ["UKI section .initrd"]
 
 

@@ -38,14 +38,16 @@ def firmware(trixie_ovmf: bytes) -> dict[str, bytes]:
 
 
 def naive_mrtd(fw: bytes, two_pass: bool) -> bytes:
-    """Second implementation: find the descriptor by its GUID prefix, build the whole record stream in memory."""
+    """Second implementation: find the descriptor by its GUID, build the whole record stream in memory."""
     guid = bytes.fromhex("f3f9eae98e16d544a8eb7f4d8738f6ae")  # e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae, bytes_le
     at = fw.rfind(guid + b"TDVF") + 16
     count = struct.unpack_from("<I", fw, at + 12)[0]
     stream = bytearray()
     for i in range(count):
         off, _raw, gpa, size, _typ, attr = struct.unpack_from("<IIQQII", fw, at + 16 + 32 * i)
-        adds = [b"MEM.PAGE.ADD\0\0\0\0" + struct.pack("<Q", gpa + p) + bytes(104) for p in range(0, size, 4096)]
+        adds = [
+            b"MEM.PAGE.ADD\0\0\0\0" + struct.pack("<Q", gpa + p) + bytes(104) for p in range(0, size, 4096)
+        ]
         ext = []
         for p in range(0, size, 4096):
             page = []
