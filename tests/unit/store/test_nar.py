@@ -361,3 +361,17 @@ def test_scan_rejects_bad_candidates(bad: str, tmp_path: Path) -> None:
     with pytest.raises(StorePathError) as err:
         nar.hash_and_scan(tmp_path / "f", [bad])
     assert err.value.code == "invalid-store-path"
+
+
+def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(NarError) as err:
+        nar.hash_path(tmp_path / "nope")
+    assert err.value.code == "nar-unreadable" and "nope" in err.value.message
+
+
+def test_digest_formats(tmp_path: Path) -> None:
+    write(tmp_path / "f", b"")
+    digest = nar.hash_path(tmp_path / "f")
+    assert len(digest.hex) == 64 and len(digest.base32) == 52
+    with pytest.raises(NarError):
+        nar.NarDigest(b"short", 1)
