@@ -106,6 +106,13 @@ def test_base_config_tar_without_tools_tree() -> None:
     assert "CompressOutput=no\n" in conf and "ToolsTree" not in conf and "Bootable" not in conf
 
 
+def test_base_config_prebuilt_tools_tree() -> None:
+    cfg = base_config(fmt=ImageFormat.UKI, mirrors=MIRRORS, tools_tree="/tdx/store/abc-mkosi-tools")
+    assert "ToolsTree=/tdx/store/abc-mkosi-tools\n" in cfg.conf_text()
+    assert "ToolsTreeRelease" not in cfg.conf_text()
+    assert not any(k.startswith("mkosi.tools.sandbox") for k in cfg.files)
+
+
 def test_uki_needs_tools_tree() -> None:
     with pytest.raises(ImageError) as e:
         base_config(fmt=ImageFormat.UKI, mirrors=MIRRORS, tools_tree=None)
