@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.storefixtures"]
+
 TESTS = Path(__file__).parent
 
 # marker -> executables it needs on PATH

@@ -91,7 +91,9 @@ def log_cmd(path: str = typer.Argument(..., help="An output path or .drv path.")
     sys.stdout.buffer.write(read_log(store, drv))
 
 
-def show_derivation_cmd(path: str = typer.Argument(..., help="A .drv path, an output path, or FILE.py[:ATTR].")) -> None:
+def show_derivation_cmd(
+    path: str = typer.Argument(..., help="A .drv path, an output path, or FILE.py[:ATTR]."),
+) -> None:
     """Print a derivation as readable JSON."""
     from tdxstore.store.drvcodec import to_json
     from tdxstore.store.evaluate import resolve_targets
@@ -117,8 +119,8 @@ def why_depends_cmd(
     dependency: str = typer.Argument(..., help="The path it (maybe) depends on."),
 ) -> None:
     """Show a chain of references from PACKAGE to DEPENDENCY, and where each reference occurs."""
-    from tdxstore.store.why import why_depends
     from tdxstore.store.store import Store
+    from tdxstore.store.why import why_depends
 
     store = Store.open()
     for line in why_depends(store, store.parse(package), store.parse(dependency)):

@@ -6,8 +6,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from tdxstore.store.store import Store
 
 store_app = typer.Typer(help="Inspect and maintain the content-addressed store.", no_args_is_help=True)
 
@@ -16,7 +20,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(store_app, name="store")
 
 
-def _open():  # type: ignore[no-untyped-def]
+def _open() -> Store:
     from tdxstore.store.store import Store
 
     return Store.open()
@@ -89,7 +93,11 @@ def dump(path: str = typer.Argument(..., help="Store path to serialise.")) -> No
     sp = store.parse(path)
     store.query(sp)
     out = sys.stdout.buffer
-    nar_dump(store.real_path(sp), out.write)
+
+    def write(chunk: bytes) -> None:
+        out.write(chunk)
+
+    nar_dump(store.real_path(sp), write)
     out.flush()
 
 

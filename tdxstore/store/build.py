@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -41,12 +40,11 @@ def _log_writer(store: Store, drv: Derivation) -> Iterator[IO[bytes]]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as raw:
-        writer = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False)
+        writer: IO[bytes] = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False)
         try:
-            yield writer  # type: ignore[misc]
+            yield writer
         finally:
-            writer.flush(zstandard.FLUSH_FRAME)
-            writer.close()
+            writer.close()  # ends the zstd frame
     os.replace(tmp, final)
 
 

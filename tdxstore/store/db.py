@@ -53,7 +53,7 @@ def retry_busy(fn: Callable[[], _T], attempts: int = 50) -> _T:
         try:
             return fn()
         except sqlite3.OperationalError as e:
-            if "locked" not in str(e) and "busy" not in str(e) or i == attempts - 1:
+            if ("locked" not in str(e) and "busy" not in str(e)) or i == attempts - 1:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.5)

@@ -17,7 +17,13 @@ from functools import cached_property
 from typing import Any
 
 from tdxstore.errors import DerivationError
-from tdxstore.store.path import StorePath, check_name, make_fixed_output_path, make_output_path, make_text_path
+from tdxstore.store.path import (
+    StorePath,
+    check_name,
+    make_fixed_output_path,
+    make_output_path,
+    make_text_path,
+)
 
 BUILTINS = ("builtin:fetchurl", "builtin:fetchgit")
 _OUTPUT_RE = re.compile(r"[a-z][a-z0-9_]*")

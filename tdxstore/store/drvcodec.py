@@ -77,7 +77,7 @@ def decode_record(data: bytes, where: str = "derivation") -> dict[str, Any]:
     if not isinstance(rec, dict):
         raise DerivationError(f"{where}: top level is not a map", code="drv-malformed")
     keys = set(rec)
-    if not _REQUIRED <= keys or keys - _REQUIRED - _OPTIONAL:
+    if not keys >= _REQUIRED or keys - _REQUIRED - _OPTIONAL:
         raise DerivationError(
             f"{where}: unexpected fields (missing {sorted(_REQUIRED - keys)}, unknown "
             f"{sorted(keys - _REQUIRED - _OPTIONAL)})", code="drv-malformed")

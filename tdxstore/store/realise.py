@@ -171,7 +171,7 @@ def _schedule(store: Store, todo: list[Derivation], options: Options, notify: Pr
         for fut in running:  # let builds already started finish cleanly
             try:
                 fut.result()
-            except BaseException as e:  # noqa: PERF203
+            except BaseException as e:
                 log.debug("concurrent build failed too: %s", e)
     if failure:
         raise failure[0]

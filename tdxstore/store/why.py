@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from pathlib import Path
@@ -50,7 +51,7 @@ def occurrences(root: Path, needle: bytes, limit: int = 5) -> list[str]:
 def why_depends(store: Store, package: StorePath, dependency: StorePath) -> list[str]:
     chain = reference_chain(store, package, dependency)
     lines = [str(chain[0])]
-    for a, b in zip(chain, chain[1:], strict=False):
+    for a, b in itertools.pairwise(chain):
         lines.append(f"└── {b}")
         for occ in occurrences(store.real_path(a), b.hash_part.encode()):
             lines.append(f"      in {occ}")

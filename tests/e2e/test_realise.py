@@ -18,7 +18,6 @@ from tdxstore.store.path import StorePath
 from tdxstore.store.realise import Options, instantiate, load_derivation, plan, realise
 from tdxstore.store.store import Store
 from tests.fetchserver import FetchServer, serve
-from tests.storefixtures import busybox_tree, root, store  # noqa: F401
 
 pytestmark = pytest.mark.needs_bwrap
 REPO = Path(__file__).parents[2]

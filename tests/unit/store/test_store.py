@@ -15,7 +15,6 @@ from tdxstore.store.nar import hash_path
 from tdxstore.store.path import make_fixed_output_path
 from tdxstore.store.store import Store
 from tdxstore.store.verify import repair_database, verify_store
-from tests.storefixtures import store  # noqa: F401
 
 
 def _tree(tmp: Path) -> Path:
