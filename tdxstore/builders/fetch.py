@@ -10,12 +10,10 @@ store's `tmp/`, verifies, then adds; a mismatch raises HashMismatchError and not
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from pathlib import Path
 
-from tdxstore._fs import atomic_write
 from tdxstore._lock import locked
 from tdxstore.errors import FetchError, HashMismatchError, UsageError
 from tdxstore.fetch.download import (
@@ -26,10 +24,12 @@ from tdxstore.fetch.download import (
     download,
     url_file_name,
 )
-from tdxstore.fetch.git import check_git_url, check_ref, fetch_git_tree
+from tdxstore.fetch.git import GIT_RESOLUTIONS, check_git_url, check_ref, fetch_git_tree, known_commit, remember_commit
 from tdxstore.fetch.hashspec import format_sha256, missing_hash_error, parse_sha256
 from tdxstore.fetch.record import FetchKind, record
+from tdxstore.store.derivation import Derivation, FixedOutput, derivation
 from tdxstore.store.path import MAX_NAME_LEN, StorePath, check_name, make_fixed_output_path
+from tdxstore.store.realise import Options, realise
 from tdxstore.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -56,84 +56,60 @@ def _fetch_lock(store: Store, kind: str, hex_digest: str) -> Path:
     return store.locks / f"fetch-{kind}-{hex_digest}.lock"
 
 
+def fetchurl_derivation(url: str, hex_digest: str, name: str) -> Derivation:
+    """The fixed-output derivation of a flat download: its path depends on (hash, name) only."""
+    return derivation(name, "builtin:fetchurl", env={"url": url}, fixed=FixedOutput(hex_digest))
+
+
+def fetchgit_derivation(url: str, tag: str | None, rev: str | None, hex_digest: str, name: str,
+                        submodules: bool = False) -> Derivation:
+    """The fixed-output derivation of a git checkout (tree without .git, NAR SHA-256)."""
+    env = {"url": url, "tag": tag or "", "rev": rev or "", "submodules": "1" if submodules else ""}
+    return derivation(name, "builtin:fetchgit", env={k: v for k, v in env.items() if v},
+                      fixed=FixedOutput(hex_digest, recursive=True))
+
+
+def _realise_fixed(store: Store, drv: Derivation, options: Options) -> StorePath:
+    if not store.is_valid(drv.out):  # a valid path means no network I/O and no .drv written
+        realise(store, [drv], options)
+    return drv.out
+
+
 def realise_fetch(store: Store, url: str, hex_digest: str, name: str, *, progress: Progress | None = None,
                   timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES) -> StorePath:
     """Make the flat fixed-output path of (hex_digest, name) valid, downloading `url` if needed."""
     check_url(url)
     check_name(name)
-    expected = make_fixed_output_path(hex_digest, name, recursive=False)
-    if store.is_valid(expected):
-        log.debug("fetch %s: %s already valid", url, expected)
-        return expected
-    with locked([_fetch_lock(store, "flat", hex_digest)]):
-        if store.is_valid(expected):  # another process fetched it while we waited
-            return expected
-        with store.temp_dir("fetch") as tmp:
-            staged = tmp / name
-            download(url, staged, expected_sha256=hex_digest, progress=progress, timeout=timeout,
-                     retries=retries)
-            sp = store.add_flat(staged, name=name)
-    if sp != expected:
-        raise FetchError(f"adding {url} produced {sp.logical}, expected {expected.logical}",
-                         code="store-path-mismatch", hint="this is a bug in tdx; please report it")
-    return sp
-
-
-def _resolution_file(store: Store, hex_digest: str) -> Path:
-    return store.home / "fetch-git-v1" / f"{hex_digest}.json"
-
-
-def _remember_commit(store: Store, url: str, tag: str | None, hex_digest: str, commit: str) -> None:
-    """Note which commit `tag` of `url` resolved to, so a later cache hit can still record it."""
-    path = _resolution_file(store, hex_digest)
-    try:
-        known = json.loads(path.read_text()) if path.exists() else []
-    except (OSError, ValueError):
-        known = []
-    entry = {"url": url, "tag": tag, "rev": commit}
-    if entry not in known:
-        atomic_write(path, json.dumps([*known, entry], indent=1, sort_keys=True).encode())
-
-
-def _known_commit(store: Store, url: str, tag: str | None, hex_digest: str) -> str | None:
-    """The commit remembered for (url, tag) and this tree, or None (never any network I/O)."""
-    try:
-        known = json.loads(_resolution_file(store, hex_digest).read_text())
-    except (OSError, ValueError):
-        return None
-    for e in known if isinstance(known, list) else []:
-        if isinstance(e, dict) and e.get("url") == url and e.get("tag") == tag:
-            rev = e.get("rev")
-            return rev if isinstance(rev, str) else None
-    return None
+    options = Options(download_progress=progress, fetch_timeout=timeout, fetch_retries=retries)
+    return _realise_fixed(store, fetchurl_derivation(url, hex_digest, name), options)
 
 
 def _realise_git(store: Store, url: str, tag: str | None, rev: str | None, hex_digest: str | None,
                  name: str, submodules: bool) -> tuple[StorePath, str | None, str]:
     """(store path, resolved commit or None if unknown on a cache hit, NAR hex). hex_digest None: no check."""
-    from tdxstore.store.nar import hash_path  # lazily: the NAR code is only needed on a miss
-
     check_git_url(url)
     check_ref(tag, rev)
     check_name(name)
     if hex_digest is not None:
-        expected = make_fixed_output_path(hex_digest, name, recursive=True)
-        if store.is_valid(expected):
-            return expected, _known_commit(store, url, tag, hex_digest), hex_digest
-    lock_key = hex_digest or hashlib.sha256(f"{url}\0{tag}\0{rev}\0{submodules}".encode()).hexdigest()
-    with locked([_fetch_lock(store, "git", lock_key)]):
-        if hex_digest is not None and store.is_valid(expected):
-            return expected, _known_commit(store, url, tag, hex_digest), hex_digest
-        with store.temp_dir("fetch-git") as tmp:
-            tree = tmp / name
-            commit = fetch_git_tree(url, tree, tag=tag, rev=rev, submodules=submodules)
-            got = hash_path(tree).hex
-            if hex_digest is not None and got != hex_digest:
-                err = HashMismatchError(url, format_sha256(hex_digest), format_sha256(got))
+        drv = fetchgit_derivation(url, tag, rev, hex_digest, name, submodules)
+        try:
+            sp = _realise_fixed(store, drv, Options())
+        except HashMismatchError as err:
+            commit = known_commit(store.home / GIT_RESOLUTIONS, url, tag, err.got.removeprefix("sha256:"))
+            if commit:
                 err.detail = f"{'tag ' + tag if tag else 'commit'} resolved to commit {commit}"
-                raise err
-            sp = store.add_path(tree, name=name)
-        _remember_commit(store, url, tag, got, commit)
+            raise
+        return sp, known_commit(store.home / GIT_RESOLUTIONS, url, tag, hex_digest), hex_digest
+    # No hash yet (`tdx fetch --hash --git`): check out, hash, and add the tree as it is.
+    from tdxstore.store.nar import hash_path
+
+    lock_key = hashlib.sha256(f"{url}\0{tag}\0{rev}\0{submodules}".encode()).hexdigest()
+    with locked([_fetch_lock(store, "git", lock_key)]), store.temp_dir("fetch-git") as tmp:
+        tree = tmp / name
+        commit = fetch_git_tree(url, tree, tag=tag, rev=rev, submodules=submodules)
+        got = hash_path(tree).hex
+        sp = store.add_path(tree, name=name)
+        remember_commit(store.home / GIT_RESOLUTIONS, url, tag, got, commit)
     if sp != make_fixed_output_path(got, name, recursive=True):
         raise FetchError(f"adding the tree of {url} produced {sp.logical}, not its NAR-hash path",
                          code="store-path-mismatch", hint="this is a bug in tdx; please report it")

@@ -8,13 +8,14 @@ peeled to their commit. `dest` appears only when the checkout is complete.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import tempfile
 from pathlib import Path
 
-from tdxstore._fs import remove_tree
+from tdxstore._fs import atomic_write, remove_tree
 from tdxstore.errors import CommandError, FetchError, UsageError
 from tdxstore.sandbox import process
 
@@ -178,3 +179,36 @@ def fetch_git_tree(url: str, dest: Path, *, tag: str | None = None, rev: str | N
         os.replace(work, dest)
     log.debug("fetched %s at %s -> %s", url, commit, dest)
     return commit
+
+
+#: Where tag -> commit resolutions of fetched trees are remembered, below the store's home.
+GIT_RESOLUTIONS = "fetch-git-v1"
+
+
+def _resolution_file(directory: Path, hex_digest: str) -> Path:
+    return directory / f"{hex_digest}.json"
+
+
+def remember_commit(directory: Path, url: str, tag: str | None, hex_digest: str, commit: str) -> None:
+    """Note which commit `tag` of `url` resolved to for this tree, so a cache hit can still record it."""
+    path = _resolution_file(directory, hex_digest)
+    try:
+        known = json.loads(path.read_text()) if path.exists() else []
+    except (OSError, ValueError):
+        known = []
+    entry = {"url": url, "tag": tag, "rev": commit}
+    if entry not in known:
+        atomic_write(path, json.dumps([*known, entry], indent=1, sort_keys=True).encode())
+
+
+def known_commit(directory: Path, url: str, tag: str | None, hex_digest: str) -> str | None:
+    """The commit remembered for (url, tag) and this tree, or None (never any network I/O)."""
+    try:
+        known = json.loads(_resolution_file(directory, hex_digest).read_text())
+    except (OSError, ValueError):
+        return None
+    for e in known if isinstance(known, list) else []:
+        if isinstance(e, dict) and e.get("url") == url and e.get("tag") == tag:
+            rev = e.get("rev")
+            return rev if isinstance(rev, str) else None
+    return None

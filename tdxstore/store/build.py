@@ -57,7 +57,7 @@ def run_builder(store: Store, drv: Derivation, options: Options, install: Instal
     try:
         staged = {o: tmp / f"out-{o}" for o in drv.outputs}
         if drv.builder.startswith("builtin:"):
-            _run_builtin(store, drv, staged["out"])
+            _run_builtin(store, drv, options, staged["out"])
         else:
             _run_sandboxed(store, drv, options, tmp, staged)
         install(staged)
@@ -71,9 +71,10 @@ def run_builder(store: Store, drv: Derivation, options: Options, install: Instal
             remove_tree(tmp)
 
 
-def _run_builtin(store: Store, drv: Derivation, out: Path) -> None:
-    from tdxstore.fetch.download import download
-    from tdxstore.fetch.git import fetch_git_tree
+def _run_builtin(store: Store, drv: Derivation, options: Options, out: Path) -> None:
+    """Fixed-output builtins run in this process (network allowed); realise verifies their hash."""
+    from tdxstore.fetch.download import DEFAULT_RETRIES, DEFAULT_TIMEOUT, download
+    from tdxstore.fetch.git import GIT_RESOLUTIONS, fetch_git_tree, remember_commit
 
     env = dict(drv.env)
     assert drv.fixed is not None
@@ -81,12 +82,17 @@ def _run_builtin(store: Store, drv: Derivation, out: Path) -> None:
         log.write(f"{drv.builder} {env.get('url', '')}\n".encode())
         if drv.builder == "builtin:fetchurl":
             expected = None if drv.fixed.recursive else drv.fixed.sha256
-            got = download(env["url"], out, expected_sha256=expected)
+            got = download(env["url"], out, expected_sha256=expected, progress=options.download_progress,
+                           timeout=options.fetch_timeout or DEFAULT_TIMEOUT,
+                           retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries)
             log.write(f"downloaded sha256:{got}\n".encode())
         else:
             commit = fetch_git_tree(env["url"], out, tag=env.get("tag") or None, rev=env.get("rev") or None,
                                     submodules=env.get("submodules") == "1")
             log.write(f"checked out {commit}\n".encode())
+            from tdxstore.store.nar import hash_path
+
+            remember_commit(store.home / GIT_RESOLUTIONS, env["url"], env.get("tag"), hash_path(out).hex, commit)
 
 
 def _spec(store: Store, drv: Derivation, options: Options, tmp: Path, staged: dict[str, Path]) -> SandboxSpec:

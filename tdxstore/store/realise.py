@@ -44,6 +44,9 @@ class Options:
     timeout: float | None = None  # default wall-clock limit when a derivation sets none
     max_silent: float | None = None
     cores: int = 1
+    fetch_timeout: float | None = None  # builtin fetchers: seconds without progress before giving up
+    fetch_retries: int | None = None
+    download_progress: Callable[[int, int | None], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
