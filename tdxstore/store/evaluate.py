@@ -22,8 +22,10 @@ from tdxstore.store.store import Store
 
 def user_traceback(exc: BaseException, user_files: set[str]) -> str:
     """The traceback restricted to frames from the user's files (ours are noise to them)."""
+    ours = str(Path(__file__).parents[1])
+    stdlib = str(Path(traceback.__file__).parent)
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in user_files
-              or not f.filename.startswith(str(Path(__file__).parents[1]))]
+              or not (f.filename.startswith((ours, stdlib, "<frozen")))]
     lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
     return "Traceback (most recent call last):\n" + "".join(lines).rstrip()
 
