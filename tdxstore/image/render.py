@@ -71,6 +71,8 @@ def image_packages(image: Image, fmt: OutputFormat) -> list[str]:
     packages = set(image.packages)
     if image.services:
         packages.add("systemd")
+    if image.users:
+        packages.add("passwd")  # useradd/groupadd for the users postinst (not in Debian's essential set)
     if fmt.bootable:
         packages.update(BOOT_PACKAGES)
         packages.add(image.kernel.package)

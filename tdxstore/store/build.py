@@ -27,6 +27,14 @@ if TYPE_CHECKING:
     from tdxstore.store.realise import Options
 
 Install = Callable[[dict[str, Path]], None]
+#: A host builtin: (store, derivation, output directory to fill, log stream) -> None.
+Builtin = Callable[[Store, Derivation, Path, IO[bytes]], None]
+_HOST_BUILTINS: dict[str, Builtin] = {}
+
+
+def register_builtin(name: str, handler: Builtin) -> None:
+    """Let a higher layer (e.g. `image` for `builtin:mkosi`) provide a host builtin builder."""
+    _HOST_BUILTINS[name] = handler
 
 
 def log_file(store: Store, drv: Derivation) -> Path:
@@ -56,7 +64,9 @@ def run_builder(store: Store, drv: Derivation, options: Options, install: Instal
     ok = False
     try:
         staged = {o: tmp / f"out-{o}" for o in drv.outputs}
-        if drv.builder.startswith("builtin:"):
+        if drv.builder in _HOST_BUILTINS or (drv.builder.startswith("builtin:") and drv.fixed is None):
+            _run_host_builtin(store, drv, staged["out"])
+        elif drv.builder.startswith("builtin:"):
             _run_builtin(store, drv, options, staged["out"])
         else:
             _run_sandboxed(store, drv, options, tmp, staged)
@@ -93,6 +103,17 @@ def _run_builtin(store: Store, drv: Derivation, options: Options, out: Path) -> 
             from tdxstore.store.nar import hash_path
 
             remember_commit(store.home / GIT_RESOLUTIONS, env["url"], env.get("tag"), hash_path(out).hex, commit)
+
+
+def _run_host_builtin(store: Store, drv: Derivation, out: Path) -> None:
+    handler = _HOST_BUILTINS.get(drv.builder)
+    if handler is None:
+        raise BuildError(f"no handler is registered for {drv.builder} (derivation {drv.name!r})",
+                         hint="import the module that provides it (for builtin:mkosi: tdxstore.image.pipeline)",
+                         code="builtin-unavailable")
+    out.mkdir()
+    with _log_writer(store, drv) as log:
+        handler(store, drv, out, log)
 
 
 def _spec(store: Store, drv: Derivation, options: Options, tmp: Path, staged: dict[str, Path]) -> SandboxSpec:

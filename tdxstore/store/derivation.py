@@ -25,7 +25,11 @@ from tdxstore.store.path import (
     make_text_path,
 )
 
-BUILTINS = ("builtin:fetchurl", "builtin:fetchgit")
+#: Fixed-output builtins (network allowed, output checked against the declared hash).
+FIXED_BUILTINS = ("builtin:fetchurl", "builtin:fetchgit")
+#: Input-addressed builtins that higher layers register (`tdxstore.store.build.register_builtin`).
+HOST_BUILTINS = ("builtin:mkosi",)
+BUILTINS = FIXED_BUILTINS + HOST_BUILTINS
 _OUTPUT_RE = re.compile(r"[a-z][a-z0-9_]*")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED_ENV = ("out", "HOME", "TMPDIR", "PATH_TO_STORE")
@@ -80,8 +84,8 @@ class Derivation:
         if builtin and self.builder not in BUILTINS:
             raise DerivationError(f"{where}: unknown builtin builder {self.builder!r}",
                                   hint=f"known builtins: {', '.join(BUILTINS)}", code="derivation-invalid")
-        if builtin and self.fixed is None:
-            raise DerivationError(f"{where}: builtin builders are only allowed for fixed-output derivations",
+        if self.builder in FIXED_BUILTINS and self.fixed is None:
+            raise DerivationError(f"{where}: {self.builder} is only allowed for fixed-output derivations",
                                   code="derivation-invalid")
         if not builtin and not self.builder.startswith("/"):
             raise DerivationError(f"{where}: builder {self.builder!r} must be an absolute path in the root",

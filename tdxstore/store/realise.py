@@ -219,11 +219,19 @@ def _install(store: Store, drv: Derivation, staged: dict[str, Path], *, impure: 
 
             ca = content_address(bytes.fromhex(drv.fixed.sha256), recursive=drv.fixed.recursive)
             store.install(tree, sp, deriver=drv.drv_path, ca=ca, impure=impure)
+        elif drv.builder.startswith("builtin:"):
+            # Host builtins (mkosi) produce binary artifacts that rarely spell out store paths, yet were
+            # made from every input: record the direct inputs as references.
+            store.install(tree, sp, references=_direct_inputs(drv), deriver=drv.drv_path, impure=impure)
         else:
             others = [p for k, p in drv.output_paths.items() if k != o and store.is_valid(p)]
             store.install(tree, sp, scan=[*candidates, *others], deriver=drv.drv_path, impure=impure)
         with store.db.transaction() as conn:
             store.db.record_output(conn, drv.drv_path.base_name, o, sp.base_name)
+
+
+def _direct_inputs(drv: Derivation) -> list[StorePath]:
+    return sorted({*drv.input_srcs, *(p for i in drv.input_drvs for p in i.output_paths.values())})
 
 
 def _check_fixed(drv: Derivation, tree: Path) -> None:

@@ -1,0 +1,59 @@
+"""`tdx build` (L4): evaluate a TDXfile, build its image through the store, link the result."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build_cmd)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def build_cmd(
+    tdxfile: Path = typer.Argument(Path("TDXfile"), help="The TDXfile (or a directory holding one)."),
+    out: Path = typer.Option(Path("out"), "--output", "-o", help="Where to link the built image."),
+    fmt: str | None = typer.Option(None, "--format", "-f", help="tar, directory or uki (default: the image's)."),
+    emit_mkosi: Path | None = typer.Option(None, "--emit-mkosi", help="Write the mkosi configuration here, "
+                                                                      "do not build."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be built, fetched and installed."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Independent builds in parallel."),
+) -> None:
+    """Build the image a TDXfile describes; print its store path."""
+    from tdxstore.image import pipeline
+    from tdxstore.store.gc import add_root
+    from tdxstore.store.realise import Options
+    from tdxstore.store.store import Store
+
+    if emit_mkosi is not None:
+        p = pipeline.evaluate(tdxfile, fmt)
+        pipeline.write_config(p.config, emit_mkosi)
+        _say(f"wrote the mkosi configuration of {p.image.name!r} ({p.fmt.value}) to {emit_mkosi}")
+        return
+    store = Store.open()
+    if dry_run:
+        p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt))
+        d = pipeline.dry_run(store, p)
+        print(f"image {d.image} {'(valid: nothing to do)' if d.image_valid else '(would be built by mkosi)'}")
+        if not d.mkosi_valid:
+            print("fetch mkosi 25.3 (Debian .deb, SHA-256 pinned)")
+        for drv in d.builds.build:
+            print(f"build {drv.drv_path}")
+        for drv in d.builds.valid:
+            print(f"valid {drv.out}")
+        print("install " + " ".join(d.packages))
+        return
+    plan, image, ran = pipeline.build(store, tdxfile, fmt=fmt, options=Options(jobs=jobs), phase=_say)
+    out.mkdir(parents=True, exist_ok=True)
+    link = add_root(store, out / plan.image.name, image)
+    if plan.fmt.value == "directory":
+        tree = pipeline.unpack_directory(store.real_path(image) / "image.tar", out / f"{plan.image.name}.rootfs")
+        _say(f"root file system unpacked at {tree}")
+    _say(("built" if ran else "up to date:") + f" {plan.image.name} ({plan.fmt.value}) -> {link}")
+    print(image)

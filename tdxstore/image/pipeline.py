@@ -1,0 +1,213 @@
+"""`tdx build`: TDXfile -> realised builds -> mkosi configuration in the store -> image store path (L3).
+
+Everything mkosi reads comes from the store: the rendered configuration directory (files, templates,
+units, user and hook scripts) is one content-addressed store path, the pinned mkosi another, build
+outputs are store paths laid over the root as extra trees. The image itself is the output of a
+`builtin:mkosi` derivation over those inputs, so an unchanged TDXfile is a lookup (no mkosi run) and
+the image's references name every input. mkosi still downloads Debian packages from the configured
+mirror while it runs (pinned .deb inputs are the bootstrap milestone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from tdxstore._fs import remove_tree
+from tdxstore.errors import ImageError, TdxError
+from tdxstore.image.image import Image, OutputFormat
+from tdxstore.image.mkosi import mkosi_store_path, obtain_mkosi_in_store, run_mkosi
+from tdxstore.image.mkosi_config import ImageFormat, base_config
+from tdxstore.image.mkosi_mirror import host_mirrors
+from tdxstore.image.mkosi_tar import sort_tar
+from tdxstore.image.render import is_executable, kernel_command_line, render
+from tdxstore.image.tdxfile import load_tdxfile
+from tdxstore.store.build import register_builtin
+from tdxstore.store.derivation import Derivation, derivation
+from tdxstore.store.path import StorePath
+from tdxstore.store.realise import Options, Plan, instantiate, plan, realise
+from tdxstore.store.store import Store
+
+Phase = Callable[[str], None]
+BUILDS_CONF = "mkosi.conf.d/90-tdx-builds.conf"
+ARTIFACT = {"tar": "image.tar", "directory": "image.tar", "uki": "image.efi"}
+MEASUREMENTS = "measurements.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePlan:
+    """An evaluated TDXfile: the image derivation and what it needs."""
+
+    image: Image
+    fmt: OutputFormat
+    config: dict[str, bytes]  # the rendered mkosi configuration directory
+    builds: tuple[Derivation, ...]
+    derivation: Derivation | None  # None until the configuration is in the store
+
+
+def _mkosi_format(fmt: OutputFormat) -> ImageFormat:
+    if fmt is OutputFormat.DISK:
+        raise ImageError("the 'disk' format is not supported yet",
+                         hint="build format 'uki' (the whole OS in one UKI), 'tar' or 'directory'",
+                         code="unsupported-format")
+    # A directory image is built as a tar in the store (setuid bits and ownership survive, which a
+    # normalised store tree would drop) and unpacked at the output location.
+    return ImageFormat.TAR if fmt is OutputFormat.DIRECTORY else ImageFormat(fmt.value)
+
+
+def _build_derivations(image: Image) -> tuple[Derivation, ...]:
+    drvs = []
+    for b in image.builds:
+        if isinstance(b, Derivation):
+            drvs.append(b)
+            continue
+        inner = getattr(b, "derivation", None)
+        if isinstance(inner, Derivation):
+            drvs.append(inner)
+            continue
+        raise ImageError(f"image.build({type(b).__name__} {getattr(b, 'name', '?')!r}) cannot be built yet",
+                         hint="typed builders and Build.script need the Debian build roots of the builders "
+                              "milestone; pass a tdxstore Derivation whose $out is laid over the root",
+                         code="builder-unavailable")
+    return tuple(drvs)
+
+
+def render_config(image: Image, fmt: OutputFormat) -> dict[str, bytes]:
+    """The mkosi configuration directory of `image` with the pinned base settings (pure but for mirrors)."""
+    base = base_config(fmt=_mkosi_format(fmt), mirrors=host_mirrors(), release=image.release,
+                       kernel_cmdline=kernel_command_line(image))
+    settings = {sec: [(k, v) for k, v in entries if k not in ("Packages", "KernelCommandLine")]
+                for sec, entries in base.settings.items()}
+    files = render(image, format=_mkosi_format(fmt), settings=settings)
+    return dict(sorted({**files, **base.files}.items()))
+
+
+def evaluate(tdxfile: Path, fmt: str | None = None) -> ImagePlan:
+    image = load_tdxfile(tdxfile)
+    out_fmt = OutputFormat(fmt) if fmt else image.format
+    return ImagePlan(image, out_fmt, render_config(image, out_fmt), _build_derivations(image), None)
+
+
+def write_config(files: dict[str, bytes], dest: Path) -> None:
+    for rel, data in files.items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        target.chmod(0o755 if is_executable(rel) else 0o644)
+
+
+def image_derivation(store: Store, p: ImagePlan) -> ImagePlan:
+    """Put the configuration into the store and make the image derivation over all inputs."""
+    with store.temp_dir("mkosi-config") as tmp:
+        write_config(p.config, tmp / "config")
+        config = store.add_path(tmp / "config", f"{p.image.name}-mkosi-config")
+    mkosi = mkosi_store_path()
+    env = {"config": config.logical, "mkosi": mkosi.logical, "format": p.fmt.value,
+           "builds": " ".join(d.out.logical for d in p.builds)}
+    drv = derivation(f"{p.image.name}-{p.fmt.value}", "builtin:mkosi", env=env,
+                     inputs=[config, mkosi, *p.builds])
+    return ImagePlan(p.image, p.fmt, p.config, p.builds, drv)
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    image: StorePath
+    image_valid: bool
+    mkosi_valid: bool
+    builds: Plan
+    packages: tuple[str, ...]
+
+
+def dry_run(store: Store, p: ImagePlan) -> DryRun:
+    """What `build` would do, without building, downloading or running mkosi."""
+    assert p.derivation is not None
+    instantiate(store, list(p.builds))
+    from tdxstore.image.render import image_packages
+
+    return DryRun(p.derivation.out, store.is_valid(p.derivation.out), store.is_valid(mkosi_store_path()),
+                  plan(store, list(p.builds)), tuple(image_packages(p.image, OutputFormat(_mkosi_format(p.fmt).value))))
+
+
+def build(store: Store, tdxfile: Path, *, fmt: str | None = None, options: Options | None = None,
+          phase: Phase = lambda _m: None) -> tuple[ImagePlan, StorePath, bool]:
+    """Evaluate, realise and assemble; returns (plan, image store path, whether mkosi ran)."""
+    options = options or Options()
+    phase(f"evaluating {tdxfile}")
+    p = evaluate(tdxfile, fmt)
+    p = image_derivation(store, p)
+    assert p.derivation is not None
+    if store.is_valid(p.derivation.out):
+        return p, p.derivation.out, False
+    if p.builds:
+        phase(f"realising {len(p.builds)} build(s)")
+        realise(store, list(p.builds), options)
+    if not store.is_valid(mkosi_store_path()):
+        phase("obtaining the pinned mkosi 25.3 (apt, SHA-256 verified)")
+        obtain_mkosi_in_store(store)
+    phase(f"running mkosi ({p.fmt.value}); log: tdx log {p.derivation.drv_path}")
+    realise(store, [p.derivation], options)
+    return p, p.derivation.out, True
+
+
+def _mkosi_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes]) -> None:
+    """`builtin:mkosi`: run the pinned mkosi on the stored configuration; fill `out` with the image."""
+    env = dict(drv.env)
+    config_sp, mkosi_sp = store.parse(env["config"]), store.parse(env["mkosi"])
+    fmt = OutputFormat(env["format"])
+    with store.temp_dir("mkosi") as work:
+        config = work / "config"
+        shutil.copytree(store.real_path(config_sp), config, symlinks=True)
+        for root, dirs, files in os.walk(config):
+            for n in dirs + files:
+                p = Path(root) / n
+                if not p.is_symlink():
+                    p.chmod(p.stat().st_mode | 0o200)
+        config.chmod(0o755)
+        builds = [store.real_path(store.parse(b)) for b in env.get("builds", "").split()]
+        if builds:
+            (config / BUILDS_CONF).parent.mkdir(exist_ok=True)
+            (config / BUILDS_CONF).write_text("[Content]\n" + "".join(f"ExtraTrees={b}\n" for b in builds))
+        mlog = work / "mkosi.log"
+        try:
+            artifact = run_mkosi(store.real_path(mkosi_sp), config, work / "output",
+                                 cache_dir=store.home / "cache" / "mkosi", workspace=work / "ws", log_path=mlog)
+        except TdxError as e:
+            e.hint = f"read the full log: tdx log {drv.drv_path}"
+            raise
+        finally:
+            if mlog.exists():
+                log.write(mlog.read_bytes())
+        if fmt is OutputFormat.UKI:
+            shutil.copyfile(artifact, out / ARTIFACT["uki"])
+            _write_measurements(out)
+        else:
+            sort_tar(artifact, out / ARTIFACT[fmt.value])
+        remove_tree(work / "output")
+
+
+def _write_measurements(out: Path) -> None:
+    """The measurement manifest of a UKI: what can be predicted from the image alone (RTMR2)."""
+    from tdxstore.measure import load_profile, predict_image
+
+    profile = load_profile("qemu-tdx-upstream")
+    prediction = predict_image((out / ARTIFACT["uki"]).read_bytes(), None, None, profile)
+    (out / MEASUREMENTS).write_text(json.dumps(prediction.to_json(), indent=2, sort_keys=True) + "\n")
+
+
+def unpack_directory(tar_path: Path, dest: Path) -> Path:
+    """Unpack a directory-format image (kept as a sorted tar in the store) at `dest`."""
+    if dest.exists():
+        remove_tree(dest)
+    dest.mkdir(parents=True)
+    with tarfile.open(tar_path) as tf:
+        tf.extractall(dest, filter="tar")
+    return dest
+
+
+register_builtin("builtin:mkosi", _mkosi_builtin)
