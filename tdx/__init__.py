@@ -8,7 +8,8 @@ from __future__ import annotations
 from tdxstore.builders.fetch import fetch, fetch_git, hash_of
 from tdxstore.builders.script import Build
 from tdxstore.image.image import Image
+from tdxstore.store.derivation import Derivation, FixedOutput, derivation
+from tdxstore.store.path import StorePath
 
-__all__: list[str] = []
-__all__ += ["fetch", "fetch_git", "hash_of"]
-__all__ += ["Build", "Image"]
+__all__ = ["Build", "Derivation", "FixedOutput", "Image", "StorePath", "derivation", "fetch", "fetch_git",
+           "hash_of"]
