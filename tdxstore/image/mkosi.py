@@ -7,12 +7,15 @@ before it is unpacked. Every process goes through `tdxstore.sandbox.process.run`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import select
+import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from tdxstore._fs import remove_tree, temporary_directory
 from tdxstore.errors import CommandError, HashMismatchError, ImageError
@@ -37,6 +40,7 @@ DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 DEFAULT_CACHE_ROOT = Path("/var/tmp/tdx-mkosi-cache")
 PYTHON_SUBDIR = "usr/lib/python3/dist-packages"
 _LOG_TAIL_LINES = 30
+_PHASE_MARK = "\u2023"  # mkosi prefixes each step with "‣"
 
 
 def _apt_options(root: Path, sources: Path) -> list[str]:
@@ -210,11 +214,13 @@ def run_mkosi(
     log_path: Path | None = None,
     timeout: float = 3600,
     output_name: str = "image",
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Run `mkosi build` on `config_dir`; returns the main artifact (`<output_dir>/image.efi`, …).
 
     The log goes to `log_path` (default `<output_dir>/mkosi.log`). A failure raises ImageError
-    (code "mkosi-failed") whose detail holds the last log lines and the log path.
+    (code "mkosi-failed") whose detail holds the last log lines and the log path. `progress`, if
+    given, is called with each phase mkosi announces (its "‣ Installing Debian" lines, without "‣").
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     for d in (cache_dir, workspace):
@@ -225,20 +231,48 @@ def run_mkosi(
         (cache_dir / "packages").mkdir(exist_ok=True)
     log = log_path or output_dir / "mkosi.log"
     argv = mkosi_argv(mkosi_dir, config_dir, output_dir, cache_dir=cache_dir, workspace=workspace)
-    home = workspace or output_dir
     started = time.monotonic()
     with log.open("wb") as f:
         f.write(f"$ {process.command_line(argv)}\n".encode())
         f.flush()
-        try:
-            done = process.run(argv, env=mkosi_env(mkosi_dir, home), cwd=config_dir, check=False,
-                               stdout=f, stderr=f, timeout=timeout, what="mkosi build")
-        except CommandError as e:
-            raise _failed(f"mkosi did not finish ({e.code})", log) from e
-    if done.returncode != 0:
-        raise _failed(f"mkosi build of {config_dir} exited with status {done.returncode} "
+        status = _stream(argv, mkosi_env(mkosi_dir, workspace or output_dir), config_dir, f, progress,
+                         timeout)
+    if status is None:
+        raise _failed(f"mkosi build of {config_dir} did not finish within {timeout:.0f} s", log)
+    if status != 0:
+        raise _failed(f"mkosi build of {config_dir} exited with status {status} "
                       f"after {time.monotonic() - started:.0f} s", log)
     return find_artifact(output_dir, output_name)
+
+
+def _stream(argv: list[str], env: dict[str, str], cwd: Path, log: BinaryIO,
+            progress: Callable[[str], None] | None, timeout: float) -> int | None:
+    """Copy the process's output to `log`, report phases; its exit status, or None on timeout."""
+    # Its own session, so a timeout can stop mkosi and every helper it started (apt, dpkg, ukify).
+    proc = process.popen(argv, env=env, cwd=cwd, start_new_session=True)
+    assert proc.stdout is not None
+    fd, pending = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([fd], [], [], min(left, 1.0))[0]:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return proc.wait()
+            log.write(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                text = line.decode("utf-8", "replace").strip()
+                if progress is not None and text.startswith(_PHASE_MARK):
+                    progress(text.removeprefix(_PHASE_MARK).strip())
+        return None
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
 
 
 def _failed(message: str, log: Path) -> ImageError:

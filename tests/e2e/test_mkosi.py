@@ -82,9 +82,10 @@ def hello_config(dest: Path, fmt: ImageFormat) -> Path:
     return dest
 
 
-def build(mkosi_dir: Path, work: Path, fmt: ImageFormat, cache: Path) -> Path:
+def build(mkosi_dir: Path, work: Path, fmt: ImageFormat, cache: Path, phases: list[str] | None = None) -> Path:
     config = hello_config(work / "config", fmt)
-    out = run_mkosi(mkosi_dir, config, work / "out", cache_dir=cache, workspace=work / "ws")
+    out = run_mkosi(mkosi_dir, config, work / "out", cache_dir=cache, workspace=work / "ws",
+                    progress=None if phases is None else phases.append)
     remove_tree(work / "out/tools")  # mkosi's copy of the tools tree (1.5 GB); the cache keeps its own
     if fmt is ImageFormat.TAR:
         return sort_tar(out, work / "rootfs.tar")
@@ -96,7 +97,9 @@ def sha256(path: Path) -> str:
 
 
 def test_tar_contains_extra_unit_and_postinst(mkosi_dir: Path, tmp_path: Path) -> None:
-    rootfs = build(mkosi_dir, tmp_path, ImageFormat.TAR, DEFAULT_CACHE_ROOT / "test-tar")
+    phases: list[str] = []
+    rootfs = build(mkosi_dir, tmp_path, ImageFormat.TAR, DEFAULT_CACHE_ROOT / "test-tar", phases)
+    assert "Installing Debian" in phases and any(p.startswith("Running postinstall script") for p in phases)
     with tarfile.open(rootfs) as t:
         names = t.getnames()
         assert names == sorted(names, key=lambda n: n.split("/"))
@@ -121,6 +124,16 @@ def test_mkosi_failure_names_log(mkosi_dir: Path, tmp_path: Path) -> None:
     assert e.value.code == "mkosi-failed"
     assert str(tmp_path / "out/mkosi.log") in (e.value.detail or "")
     assert "tdx-no-such-package-xyz" in (e.value.detail or "")
+
+
+def test_mkosi_timeout_stops_it(mkosi_dir: Path, tmp_path: Path) -> None:
+    config = write_config(base_config(fmt=ImageFormat.TAR, mirrors=host_mirrors(), tools_tree=None),
+                          tmp_path / "config")
+    started = time.monotonic()
+    with pytest.raises(ImageError) as e:
+        run_mkosi(mkosi_dir, config, tmp_path / "out", cache_dir=tmp_path / "cache", timeout=3)
+    assert e.value.code == "mkosi-failed" and "did not finish within 3 s" in e.value.message
+    assert time.monotonic() - started < 10
 
 
 def _tar_diff(a: Path, b: Path) -> list[str]:
