@@ -13,7 +13,8 @@ from tdxstore.errors import ImageError
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]+$")
-_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+)?$")
+# apt's syntax: name[:arch][=version | /suite] (a version pins it; a suite picks e.g. backports)
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+|/[a-z0-9-]+)?$")
 
 
 def image_path(value: str, what: str) -> str:
@@ -51,7 +52,7 @@ def unit_name(value: str, what: str) -> str:
 
 
 def package_name(value: str) -> str:
-    """A Debian package name, optionally with `:arch` and `=version`."""
+    """A Debian package name, optionally with `:arch` and `=version` or `/suite`."""
     if not isinstance(value, str) or not _PACKAGE.match(value):
         raise ImageError(f"{value!r} is not a valid Debian package name",
                          hint="package names are lower case: letters, digits and '+.-'",

@@ -83,8 +83,12 @@ class MkosiConfig:
 
 
 def apt_sources(mirrors: AptMirrors, release: str, *, updates: bool = True, security: bool = True) -> str:
-    """A deb822 sources file with only the wanted suites (no debug archive, unlike mkosi's default)."""
-    suites = [release] + ([f"{release}-updates"] if updates else [])
+    """A deb822 sources file with only the wanted suites (no debug archive, unlike mkosi's default).
+
+    `<release>-backports` is listed too: apt pins it low, so nothing comes from it unless a package is
+    asked for as `name/<release>-backports` (a TDX-capable kernel for bookworm, for example).
+    """
+    suites = [release] + ([f"{release}-updates"] if updates else []) + [f"{release}-backports"]
     stanzas = [_stanza(mirrors.debian, suites)]
     if security and mirrors.security:
         stanzas.append(_stanza(mirrors.security, [f"{release}-security"]))
@@ -128,6 +132,8 @@ def base_config(
     ]
     if fmt is ImageFormat.UKI:
         content += [("Bootable", "yes"), ("KernelCommandLine", " ".join(kernel_cmdline))]
+    else:  # with a kernel installed, Bootable=auto would try to install systemd-boot into a tar
+        content += [("Bootable", "no")]
     settings: dict[str, list[tuple[str, str]]] = {
         "Distribution": [("Distribution", "debian"), ("Release", release), ("Mirror", mirrors.debian),
                          ("Architecture", "x86-64")],

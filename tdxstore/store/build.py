@@ -47,13 +47,15 @@ def _log_writer(store: Store, drv: Derivation) -> Iterator[IO[bytes]]:
     final = log_file(store, drv)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as raw:
-        writer: IO[bytes] = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False)
-        try:
-            yield writer
-        finally:
-            writer.close()  # ends the zstd frame
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as raw:
+            writer: IO[bytes] = zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False)
+            try:
+                yield writer
+            finally:
+                writer.close()  # ends the zstd frame
+    finally:
+        os.replace(tmp, final)  # a failed build's log is the one that matters most
 
 
 def run_builder(store: Store, drv: Derivation, options: Options, install: Install) -> None:

@@ -152,6 +152,9 @@ def test_failing_builds_leave_nothing_valid(store: Store, root: StorePath, scrip
     assert e.value.code == code
     assert not store.is_valid(drv.out) and not store.real_path(drv.out).exists()
     assert "full log:" in (e.value.detail or "")
+    from tdxstore.store.build import read_log
+
+    assert b"line-before-failure" in read_log(store, drv.drv_path)  # a failed build keeps its log
     if code == "build-failed":
         assert "line-before-failure" in (e.value.detail or "")
     assert list(store.tmp.iterdir()) == []
