@@ -82,13 +82,14 @@ class MkosiConfig:
         return dict(sorted(out.items()))
 
 
-def apt_sources(mirrors: AptMirrors, release: str, *, updates: bool = True, security: bool = True) -> str:
+def apt_sources(mirrors: AptMirrors, release: str, *, updates: bool = True, security: bool = True,
+                backports: bool = False) -> str:
     """A deb822 sources file with only the wanted suites (no debug archive, unlike mkosi's default).
 
-    `<release>-backports` is listed too: apt pins it low, so nothing comes from it unless a package is
-    asked for as `name/<release>-backports` (a TDX-capable kernel for bookworm, for example).
+    With `backports`, `<release>-backports` is listed too: apt pins it low, so nothing comes from it
+    unless a package is asked for as `name/<release>-backports` (a TDX-capable kernel for bookworm).
     """
-    suites = [release] + ([f"{release}-updates"] if updates else []) + [f"{release}-backports"]
+    suites = [release] + ([f"{release}-updates"] if updates else []) + ([f"{release}-backports"] if backports else [])
     stanzas = [_stanza(mirrors.debian, suites)]
     if security and mirrors.security:
         stanzas.append(_stanza(mirrors.security, [f"{release}-security"]))
@@ -142,7 +143,7 @@ def base_config(
         "Content": content,
         "Build": [("SandboxTrees", SANDBOX_DIR)],
     }
-    files = {f"{SANDBOX_DIR}/{SOURCES_FILE}": apt_sources(mirrors, release).encode()}
+    files = {f"{SANDBOX_DIR}/{SOURCES_FILE}": apt_sources(mirrors, release, backports=True).encode()}
     if tools_tree is not None:
         settings["Build"] += _tools_tree_settings(tools_tree, mirrors)
         if tools_tree == "default":

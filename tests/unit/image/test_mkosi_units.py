@@ -95,7 +95,7 @@ def test_base_config_uki_settings() -> None:
     assert conf.count("Packages=systemd\n") == 1
     assert conf.index("[Distribution]") < conf.index("[Output]") < conf.index("[Content]")
     sources = cfg.files["mkosi.sandbox/etc/apt/sources.list.d/mkosi.sources"].decode()
-    assert "Suites: bookworm bookworm-updates\n" in sources and "bookworm-security" in sources
+    assert "Suites: bookworm bookworm-updates bookworm-backports\n" in sources and "bookworm-security" in sources
     assert "debug" not in sources
     tools = cfg.files["mkosi.tools.sandbox/etc/apt/sources.list.d/mkosi.sources"].decode()
     assert "Suites: trixie trixie-updates\n" in tools
@@ -103,7 +103,7 @@ def test_base_config_uki_settings() -> None:
 
 def test_base_config_tar_without_tools_tree() -> None:
     conf = base_config(fmt=ImageFormat.TAR, mirrors=MIRRORS, tools_tree=None).conf_text()
-    assert "CompressOutput=no\n" in conf and "ToolsTree" not in conf and "Bootable" not in conf
+    assert "CompressOutput=no\n" in conf and "ToolsTree" not in conf and "Bootable=no\n" in conf
 
 
 def test_base_config_prebuilt_tools_tree() -> None:
