@@ -13,6 +13,14 @@ from tdxstore.image import _validate
 
 DEFAULT_CONSOLE = "ttyS0"
 DEFAULT_PACKAGE = "linux-image-cloud-amd64"
+# A TDX guest needs Linux >= 6.9 for its EFI stub to measure the command line and initrd into RTMR2
+# (the CC-measurement fallback of efi/libstub); bookworm's own kernel is 6.1, its backports kernel 6.12.
+TDX_KERNEL = {"bookworm": "linux-image-cloud-amd64/bookworm-backports"}
+
+
+def kernel_package(package: str, release: str) -> str:
+    """The package to install: the default kernel becomes the release's TDX-capable one."""
+    return TDX_KERNEL.get(release, package) if package == DEFAULT_PACKAGE else package
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import IO
 
 from tdxstore._fs import remove_tree
+from tdxstore.builders.fetch import default_name, fetchurl_derivation
 from tdxstore.errors import ImageError, TdxError
+from tdxstore.image.deb import unpack_derivation
 from tdxstore.image.image import Image, OutputFormat
 from tdxstore.image.mkosi import mkosi_store_path, obtain_mkosi_in_store, run_mkosi
 from tdxstore.image.mkosi_config import ImageFormat, base_config
@@ -35,6 +37,11 @@ from tdxstore.store.realise import Options, Plan, instantiate, plan, realise
 from tdxstore.store.store import Store
 
 Phase = Callable[[str], None]
+# systemd-stub >= 256 measures the UKI into RTMR2; bookworm ships 252 (TPM only). The stub is pinned
+# with the image: trixie's systemd-boot-efi, fetched by hash and laid over the image's own.
+STUB_DEB = ("systemd-boot-efi_257.13-1~deb13u1_amd64.deb",
+            "390ecdcef9bbb753f51bb6d8f696bdae2f1dbedde7239c49ccb2512f137a8933")
+STUB_DIR = "usr/lib/systemd/boot/efi"
 BUILDS_CONF = "mkosi.conf.d/90-tdx-builds.conf"
 ARTIFACT = {"tar": "image.tar", "directory": "image.tar", "uki": "image.efi"}
 MEASUREMENTS = "measurements.json"
@@ -88,10 +95,21 @@ def render_config(image: Image, fmt: OutputFormat) -> dict[str, bytes]:
     return dict(sorted({**files, **base.files}.items()))
 
 
+def boot_inputs(fmt: OutputFormat) -> tuple[Derivation, ...]:
+    """What a bootable image needs besides packages: the pinned systemd-stub (laid over the image)."""
+    if not fmt.bootable:
+        return ()
+    file, sha = STUB_DEB
+    url = f"{host_mirrors().debian}/pool/main/s/systemd/{file}"
+    deb = fetchurl_derivation(url, sha, default_name(file))
+    return (unpack_derivation("systemd-stub-257.13", deb, [STUB_DIR]),)
+
+
 def evaluate(tdxfile: Path, fmt: str | None = None) -> ImagePlan:
     image = load_tdxfile(tdxfile)
     out_fmt = OutputFormat(fmt) if fmt else image.format
-    return ImagePlan(image, out_fmt, render_config(image, out_fmt), _build_derivations(image), None)
+    builds = boot_inputs(out_fmt) + _build_derivations(image)
+    return ImagePlan(image, out_fmt, render_config(image, out_fmt), builds, None)
 
 
 def write_config(files: dict[str, bytes], dest: Path) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from tdxstore.image.hooks import Hook, Phase
 from tdxstore.image.image import UNIT_DIR, Image, OutputFormat
+from tdxstore.image.kernel import kernel_package
 from tdxstore.image.service import unit_text
 from tdxstore.image.user import create_lines, group_lines
 
@@ -75,7 +76,7 @@ def image_packages(image: Image, fmt: OutputFormat) -> list[str]:
         packages.add("passwd")  # useradd/groupadd for the users postinst (not in Debian's essential set)
     if fmt.bootable:
         packages.update(BOOT_PACKAGES)
-        packages.add(image.kernel.package)
+        packages.add(kernel_package(image.kernel.package, image.release))
     return sorted(packages)
 
 

@@ -8,6 +8,8 @@ kernel then measures its LoadOptions (sd-stub's mangled .cmdline, UTF-16LE + NUL
 
 from __future__ import annotations
 
+import re
+
 from tdxstore.errors import MeasureError
 from tdxstore.measure.event import Event, Register, sha384
 from tdxstore.measure.uki import Uki
@@ -135,8 +137,29 @@ def combine_initrd(parts: list[bytes]) -> bytes:
     return b"".join(p + bytes(-len(p) % 4) for p in parts)
 
 
+#: Linux's EFI stub measures into the CC protocol (TDX RTMRs) when no TCG2 protocol is present only
+#: since the efi/libstub CC-measurement fallback (Linux 6.9); older kernels measure into a TPM only.
+MIN_CC_KERNEL = (6, 9)
+
+
+def check_kernel(uki: Uki) -> None:
+    """MeasureError unless the UKI's kernel (`.uname`) is known to measure into RTMR2."""
+    release = uki.kernel_release
+    m = re.match(r"(\d+)\.(\d+)", release or "")
+    if m is None:
+        return  # no .uname: the stub-part events stand alone; the kernel events are still the 6.9+ ones
+    if (int(m.group(1)), int(m.group(2))) < MIN_CC_KERNEL:
+        raise MeasureError(
+            f"kernel {release} does not measure its command line and initrd into RTMR2 (needs Linux "
+            f"≥ {MIN_CC_KERNEL[0]}.{MIN_CC_KERNEL[1]})",
+            hint="Install a newer kernel, e.g. linux-image-cloud-amd64/bookworm-backports (6.12).",
+            code="measure-kernel-too-old",
+        )
+
+
 def kernel_events(uki: Uki, stub_major: int) -> list[Event]:
     """The Linux EFI stub's two EV_EVENT_TAG events: LoadOptions and the initrd."""
+    check_kernel(uki)
     events = []
     cmdline = mangle_cmdline(uki.sections.get(".cmdline", b""))
     if cmdline:

@@ -28,7 +28,7 @@ from tdxstore.store.path import (
 #: Fixed-output builtins (network allowed, output checked against the declared hash).
 FIXED_BUILTINS = ("builtin:fetchurl", "builtin:fetchgit")
 #: Input-addressed builtins that higher layers register (`tdxstore.store.build.register_builtin`).
-HOST_BUILTINS = ("builtin:mkosi",)
+HOST_BUILTINS = ("builtin:mkosi", "builtin:unpack-deb")
 BUILTINS = FIXED_BUILTINS + HOST_BUILTINS
 _OUTPUT_RE = re.compile(r"[a-z][a-z0-9_]*")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

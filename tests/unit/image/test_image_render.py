@@ -37,7 +37,7 @@ def test_mkosi_conf_for_tar_and_uki() -> None:
     uki = text(render(image, format="uki"), "mkosi.conf")
     assert "Format=uki" in uki and "Bootable=yes" in uki
     assert "KernelCommandLine=console=ttyS0 systemd.firstboot=off quiet\n" in uki
-    assert "        linux-image-cloud-amd64\n" in uki and "        systemd-boot-efi\n" in uki
+    assert "        linux-image-cloud-amd64/bookworm-backports\n" in uki and "        systemd-boot-efi\n" in uki
 
 
 def test_settings_override_and_extra_trees() -> None:
