@@ -81,15 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.exit_code or 0)
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
-            print("interrupted", file=sys.stderr)
-            return 130
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        # Usage errors of the command-line parser (click's, vendored by newer typer releases): they know
+        # how to show themselves and which exit code they mean.
+        show, code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            return code
         raise
     return rv if isinstance(rv, int) else 0
 
