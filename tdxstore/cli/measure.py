@@ -1,6 +1,8 @@
 """`tdx measure`: predict MRTD and RTMR0–2 of an image and explain a mismatch with a real event log (L4).
 
-Reads the input files, calls `tdxstore.measure.predict`, prints hex values (or JSON) and the event list.
+IMAGE is a UKI or GPT disk file, a built image (store path or result link: its image.efi and image.disk)
+or a TDXfile / directory (built or looked up through the image pipeline); the firmware defaults to the
+pinned Debian OVMF store path. Calls `tdxstore.measure.predict`, prints hex values (or JSON) and events.
 Never prints a value the library did not compute: missing inputs are listed, and make the command fail
 unless `--partial` is given; a log that differs from the prediction fails with the first differing events.
 """
@@ -29,9 +31,83 @@ def _read(path: Path, what: str) -> bytes:
         raise UsageError(f"cannot read {what} {str(path)!r}: {e.strerror}", code="measure-unreadable") from e
 
 
+def _store_real(path: Path) -> Path:
+    """The real location of a logical `/tdx/store/<hash>-<name>[/sub]` path; other paths unchanged."""
+    from tdxstore.store.path import STORE_DIR
+    from tdxstore.store.store import Store
+
+    text = str(path)
+    if not text.startswith(STORE_DIR + "/"):
+        return path
+    base, _, rest = text[len(STORE_DIR) + 1:].partition("/")
+    store = Store.open()
+    sp = store.parse(f"{STORE_DIR}/{base}")
+    if not store.is_valid(sp):
+        raise UsageError(f"{sp.logical} is not a valid store path", hint="build or realise it first",
+                         code="measure-unreadable")
+    return store.real_path(sp) / rest if rest else store.real_path(sp)
+
+
+def _is_tdxfile(path: Path) -> bool:
+    """A TDXfile is UTF-8 Python source; a UKI starts with "MZ", a disk image holds binary data."""
+    if path.is_dir():
+        return (path / "TDXfile").is_file()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+        head.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(head) and not head.startswith(b"MZ") and b"\0" not in head
+
+
+def _built_image(tdxfile: Path) -> Path:
+    """Build (or look up) the UKI image of a TDXfile through the pipeline; its real store directory."""
+    import sys
+
+    from tdxstore.image import pipeline
+    from tdxstore.store.store import Store
+
+    store = Store.open()
+    _plan, sp, _ran = pipeline.build(store, tdxfile, fmt="uki",
+                                     phase=lambda m: print(m, file=sys.stderr, flush=True))
+    return store.real_path(sp)
+
+
+def _image_inputs(image: Path) -> tuple[bytes, bytes | None]:
+    """(UKI, disk or None) of IMAGE: a file, a built image directory or a TDXfile."""
+    from tdxstore.image.manifest import BuiltImage
+    from tdxstore.measure.predict import split_image
+
+    path = _store_real(image)
+    if _is_tdxfile(path):
+        path = _built_image(path)
+    if path.is_dir():
+        built = BuiltImage.at(path)
+        return _read(built.uki, "UKI"), _read(built.disk, "disk image") if built.disk else None
+    return split_image(_read(path, "image"))
+
+
+def _firmware_file(firmware: Path | None) -> Path:
+    """--firmware as a file: a given file, the OVMF.fd of a firmware store path, or the pinned firmware."""
+    from tdxstore.image.firmware import FIRMWARE_FILE, realise_firmware
+
+    if firmware is None:
+        from tdxstore.store.store import Store
+
+        return realise_firmware(Store.open())[1]
+    path = _store_real(firmware)
+    return path / FIRMWARE_FILE if path.is_dir() else path
+
+
 def measure_cmd(
-    image: Annotated[Path, typer.Argument(metavar="IMAGE", help="A UKI (.efi) or a raw GPT disk image.")],
-    firmware: Annotated[Path | None, typer.Option("--firmware", "-f", help="Unified OVMF.fd image.")] = None,
+    image: Annotated[Path, typer.Argument(
+        metavar="IMAGE", help="A UKI (.efi), a raw GPT disk image, a built image (store path or result link) "
+                              "or a TDXfile (or its directory)."
+    )],
+    firmware: Annotated[Path | None, typer.Option(
+        "--firmware", "-f", help="Unified OVMF.fd image or firmware store path (default: the pinned Debian OVMF)."
+    )] = None,
     platform: Annotated[str, typer.Option("--platform", "-p", help="Profile name or .json file.")] = _PROFILE,
     blobs: Annotated[Path | None, typer.Option("--blobs", help="Directory of RTMR0 platform blobs.")] = None,
     page_add_order: Annotated[str | None, typer.Option("--page-add-order", help="MRTD order")] = None,
@@ -46,7 +122,7 @@ def measure_cmd(
     import dataclasses
 
     from tdxstore.measure.eventlog import compare, parse_event_log
-    from tdxstore.measure.predict import PREDICTED, predict_image, require_complete, split_image
+    from tdxstore.measure.predict import PREDICTED, predict_image, require_complete
     from tdxstore.measure.profile import load_profile
     from tdxstore.measure.tdvf import PageAddOrder
 
@@ -58,12 +134,12 @@ def measure_cmd(
             raise UsageError(f"--page-add-order must be single-pass or two-pass, not {page_add_order!r}",
                              code="usage") from e
         profile = dataclasses.replace(profile, page_add_order=order)
-    uki, disk = split_image(_read(image, "image"))
-    fw = _read(firmware, "firmware") if firmware else None
+    uki, disk = _image_inputs(image)
+    logged = parse_event_log(_read(compare_log, "event log")) if compare_log is not None else None
+    fw = _read(_firmware_file(firmware), "firmware")
     prediction = predict_image(uki, disk, fw, profile)
     diffs = None
-    if compare_log is not None:
-        logged = parse_event_log(_read(compare_log, "event log"))
+    if logged is not None:
         diffs = compare(prediction.events, logged, [r for r in PREDICTED if prediction.rtmrs[r] is not None])
     if as_json:
         out = prediction.to_json()

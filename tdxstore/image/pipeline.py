@@ -10,7 +10,6 @@ mirror while it runs (pinned .deb inputs are the bootstrap milestone).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tarfile
@@ -126,10 +125,11 @@ def image_derivation(store: Store, p: ImagePlan) -> ImagePlan:
         write_config(p.config, tmp / "config")
         config = store.add_path(tmp / "config", f"{p.image.name}-mkosi-config")
     mkosi = mkosi_store_path()
+    measure = measure_inputs(p.fmt)
     env = {"config": config.logical, "mkosi": mkosi.logical, "format": p.fmt.value,
-           "builds": " ".join(d.out.logical for d in p.builds)}
+           "builds": " ".join(d.out.logical for d in p.builds), **{k: d.out.logical for k, d in measure.items()}}
     drv = derivation(f"{p.image.name}-{p.fmt.value}", "builtin:mkosi", env=env,
-                     inputs=[config, mkosi, *p.builds])
+                     inputs=[config, mkosi, *p.builds, *measure.values()])
     return ImagePlan(p.image, p.fmt, p.config, p.builds, drv)
 
 
@@ -203,19 +203,28 @@ def _mkosi_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes]) -> 
                 log.write(mlog.read_bytes())
         if fmt is OutputFormat.UKI:
             shutil.copyfile(artifact, out / ARTIFACT["uki"])
-            _write_measurements(out)
+            _write_measurements(store, env, out, work)
         else:
             sort_tar(artifact, out / ARTIFACT[fmt.value])
         remove_tree(work / "output")
 
 
-def _write_measurements(out: Path) -> None:
-    """The measurement manifest of a UKI: what can be predicted from the image alone (RTMR2)."""
-    from tdxstore.measure import load_profile, predict_image
+def measure_inputs(fmt: OutputFormat) -> dict[str, Derivation]:
+    """What the measurement manifest needs besides the image: the pinned firmware (UKI images only)."""
+    from tdxstore.image.firmware import firmware_derivation
 
-    profile = load_profile("qemu-tdx-upstream")
-    prediction = predict_image((out / ARTIFACT["uki"]).read_bytes(), None, None, profile)
-    (out / MEASUREMENTS).write_text(json.dumps(prediction.to_json(), indent=2, sort_keys=True) + "\n")
+    return {"firmware": firmware_derivation()} if fmt is OutputFormat.UKI else {}
+
+
+def _write_measurements(store: Store, env: dict[str, str], out: Path, work: Path) -> None:
+    """`image.disk` (the UKI on a GPT disk) and `measurements.json` over it and the pinned firmware."""
+    from tdxstore.image.disk import make_disk
+    from tdxstore.image.firmware import firmware_file, firmware_label
+    from tdxstore.image.manifest import DISK_FILE, write_manifest
+
+    make_disk(out / ARTIFACT["uki"], out / DISK_FILE, work)
+    firmware = store.parse(env["firmware"])
+    write_manifest(out, firmware_file(store, firmware), firmware, firmware_label())
 
 
 def unpack_directory(tar_path: Path, dest: Path) -> Path:
