@@ -18,6 +18,7 @@ from pathlib import Path
 from tdxstore._fs import atomic_write, remove_tree
 from tdxstore.errors import CommandError, FetchError, UsageError
 from tdxstore.sandbox import process
+from tdxstore.sandbox.host import host_tool_argv
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,21 @@ def git_env(home: Path) -> dict[str, str]:
 
 
 def _git(args: list[str], work: Path, env: dict[str, str], what: str) -> str:
+    """Run git in a bubblewrap sandbox: network yes, the host's /usr, the work dir writable, nothing else.
+
+    Writable: the checkout and git's private HOME. A `file://` remote's directory (and its siblings,
+    for relative submodule URLs) is bound read-only, named in `TDX_GIT_READABLE`. Without bwrap (a
+    developer machine), git runs with the clean environment only.
+    """
     argv = ["git", "-c", "advice.detachedHead=false", "-c", "init.defaultBranch=main", *args]
+    bwrap = process.which("bwrap")
+    if bwrap is not None:
+        writable = [work, Path(env.get("HOME", work))]
+        readable = [Path(r) for r in env.get("TDX_GIT_READABLE", "").split(os.pathsep) if r]
+        sandboxed_env = {k: v for k, v in env.items() if k != "TDX_GIT_READABLE"}
+        argv = host_tool_argv(argv, bwrap=bwrap, writable=writable, readable=readable, env=sandboxed_env, cwd=work)
     return process.run(argv, env=env, cwd=work, timeout=GIT_TIMEOUT, what=what).stdout.decode().strip()
+
 
 
 def _fetch_ref(url: str, work: Path, env: dict[str, str], tag: str | None, rev: str | None) -> str:
@@ -166,6 +180,8 @@ def fetch_git_tree(url: str, dest: Path, *, tag: str | None = None, rev: str | N
     with tempfile.TemporaryDirectory(prefix="tdx-git-home-") as home_s, \
             tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp_s:
         env = git_env(Path(home_s))
+        if url.startswith("file://"):
+            env["TDX_GIT_READABLE"] = os.path.dirname(os.path.abspath(url[len("file://"):].rstrip("/")))
         work = Path(tmp_s) / "tree"
         work.mkdir()
         _git(["init", "--quiet"], work, env, "git init")
