@@ -146,13 +146,15 @@ def test_bad_input(kwargs: dict[str, str], code: str, store: Store) -> None:
 
 
 _CHILD = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 from tdxstore.builders.fetch import fetch
 from tdxstore.store.store import Store
 store = Store.open(Path(sys.argv[1]))
 p = fetch(sys.argv[2], sha256=sys.argv[3], store=store)
-print(json.dumps({"path": str(p), "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so it would include the forked pytest parent.
+hwm = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1])
+print(json.dumps({"path": str(p), "maxrss_kib": hwm}))
 """
 
 

@@ -281,15 +281,19 @@ def test_restore_handles_short_reads_and_leaves_trailing_data(tmp_path: Path) ->
 
 # --- memory: large files are streamed ---------------------------------------------------------------
 
+# VmHWM (this process image's peak RSS, in KiB), not getrusage's ru_maxrss: Linux carries ru_maxrss
+# across exec, so a child forked from a large pytest process would report the parent's size.
 RSS_SCRIPT = """
-import resource, sys
+import sys
 from pathlib import Path
 from tdxstore.store import nar
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1])
+before = hwm()
 digest = nar.hash_path(Path(sys.argv[1]))
 scan = nar.hash_and_scan(Path(sys.argv[1]), ["0" * 32])[0]
 nar.dump(Path(sys.argv[1]), lambda b: None)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = hwm()
 assert scan == digest
 print(digest.hex, digest.size, after - before)
 """
