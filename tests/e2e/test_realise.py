@@ -227,3 +227,37 @@ def test_four_processes_build_once(tmp_path: Path, busybox_tree: Path, server: F
     assert len({o.strip() for o, _ in outs}) == 1
     assert server.hits["/slow/once"] == 1
     assert sum("building counted" in e for _, e in outs) == 1
+
+
+def test_no_sandbox_outputs_are_marked_impure(store: Store, root: StorePath) -> None:
+    drv = derivation("dev", "/bin/sh", ["-c", "echo hi > $out/x"], root=root)
+    realise(store, [drv], Options(no_sandbox=True))
+    assert store.query(drv.out).impure
+
+
+def test_realise_cli_dry_run_out_link_and_lookup(tmp_path: Path, busybox_tree: Path) -> None:
+    home = tmp_path / "h"
+    env = {**os.environ, "TDX_HOME": str(home)}
+    r = Store.open(home).add_path(busybox_tree, "busybox-root")
+    f = tmp_path / "drv.py"
+    f.write_text("from tdx import derivation, StorePath\n"
+                 f"root = StorePath.parse('{r}')\n"
+                 "a = derivation('a', '/bin/sh', ['-c', 'echo a > $out/a'], root=root)\n"
+                 "b = derivation('b', '/bin/sh', ['-c', f'cat {a.out}/a > $out/b'], root=root, inputs=[a])\n")
+
+    def tdx(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tdxstore.cli.app", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    dry = tdx("realise", f"{f}:b", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.count("build ") == 2 and "2 derivations would be built" in dry.stderr
+    first = tdx("realise", f"{f}:b", "--out-link", str(tmp_path / "result"))
+    assert first.returncode == 0, first.stderr
+    assert "building a" in first.stderr and "building b" in first.stderr
+    assert (tmp_path / "result" / "b").read_text() == "a\n"
+    again = tdx("realise", f"{f}:b")
+    assert again.stdout == first.stdout and "nothing to build" in again.stderr
+    missing = tdx("realise", f"{f}:nope")
+    assert missing.returncode == 1 and "has no attribute 'nope'" in missing.stderr
+    show = tdx("show-derivation", f"{f}:b")
+    assert '"builder": "/bin/sh"' in show.stdout
