@@ -192,7 +192,7 @@ def mkosi_env(mkosi_dir: Path, home: Path) -> dict[str, str]:
 
 
 def mkosi_argv(mkosi_dir: Path, config_dir: Path, output_dir: Path, *, cache_dir: Path | None,
-               workspace: Path | None, verb: str = "build") -> list[str]:
+               workspace: Path | None, verb: str = "build", force: bool = False) -> list[str]:
     """The argv of one mkosi run (pure; the pinned mkosi is run by the host's python3)."""
     argv = ["python3", "-m", "mkosi", "-C", os.fspath(config_dir),
             "--output-directory", os.fspath(output_dir)]
@@ -201,7 +201,7 @@ def mkosi_argv(mkosi_dir: Path, config_dir: Path, output_dir: Path, *, cache_dir
                  "--package-cache-directory", os.fspath(cache_dir / "packages")]
     if workspace is not None:
         argv += ["--workspace-directory", os.fspath(workspace)]
-    return [*argv, verb]
+    return [*argv, *(["--force"] if force else []), verb]
 
 
 def run_mkosi(
@@ -215,6 +215,7 @@ def run_mkosi(
     timeout: float = 3600,
     output_name: str = "image",
     progress: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> Path:
     """Run `mkosi build` on `config_dir`; returns the main artifact (`<output_dir>/image.efi`, …).
 
@@ -230,7 +231,7 @@ def run_mkosi(
         (cache_dir / "incremental").mkdir(exist_ok=True)
         (cache_dir / "packages").mkdir(exist_ok=True)
     log = log_path or output_dir / "mkosi.log"
-    argv = mkosi_argv(mkosi_dir, config_dir, output_dir, cache_dir=cache_dir, workspace=workspace)
+    argv = mkosi_argv(mkosi_dir, config_dir, output_dir, cache_dir=cache_dir, workspace=workspace, force=force)
     started = time.monotonic()
     with log.open("wb") as f:
         f.write(f"$ {process.command_line(argv)}\n".encode())

@@ -24,10 +24,10 @@ from tdxstore.errors import ImageError, TdxError
 from tdxstore.image.deb import unpack_derivation
 from tdxstore.image.image import Image, OutputFormat
 from tdxstore.image.mkosi import mkosi_store_path, obtain_mkosi_in_store, run_mkosi
-from tdxstore.image.mkosi_config import ImageFormat, base_config
+from tdxstore.image.mkosi_config import TOOLS_RELEASE, TOOLS_SANDBOX_DIR, ImageFormat, base_config
 from tdxstore.image.mkosi_mirror import host_mirrors
 from tdxstore.image.mkosi_tar import sort_tar
-from tdxstore.image.render import is_executable, kernel_command_line, render
+from tdxstore.image.render import conf_text, is_executable, kernel_command_line, render
 from tdxstore.image.tdxfile import load_tdxfile
 from tdxstore.store.build import register_builtin
 from tdxstore.store.derivation import Derivation, derivation
@@ -42,6 +42,8 @@ STUB_DEB = ("systemd-boot-efi_257.13-1~deb13u1_amd64.deb",
             "390ecdcef9bbb753f51bb6d8f696bdae2f1dbedde7239c49ccb2512f137a8933")
 STUB_DIR = "usr/lib/systemd/boot/efi"
 BUILDS_CONF = "mkosi.conf.d/90-tdx-builds.conf"
+TOOLS_CONF = "mkosi.conf.d/80-tdx-tools.conf"
+TOOLS = "tools"  # the `format` of the derivation that builds mkosi's tools tree
 ARTIFACT = {"tar": "image.tar", "directory": "image.tar", "uki": "image.efi"}
 MEASUREMENTS = "measurements.json"
 
@@ -88,10 +90,31 @@ def render_config(image: Image, fmt: OutputFormat) -> dict[str, bytes]:
     """The mkosi configuration directory of `image` with the pinned base settings (pure but for mirrors)."""
     base = base_config(fmt=_mkosi_format(fmt), mirrors=host_mirrors(), release=image.release,
                        kernel_cmdline=kernel_command_line(image))
-    settings = {sec: [(k, v) for k, v in entries if k not in ("Packages", "KernelCommandLine")]
+    # The tools tree is a store path of its own (`tools_derivation`), named at build time.
+    settings = {sec: [(k, v) for k, v in entries
+                      if k not in ("Packages", "KernelCommandLine") and not k.startswith("ToolsTree")]
                 for sec, entries in base.settings.items()}
     files = render(image, format=_mkosi_format(fmt), settings=settings)
-    return dict(sorted({**files, **base.files}.items()))
+    base_files = {k: v for k, v in base.files.items() if not k.startswith(TOOLS_SANDBOX_DIR + "/")}
+    return dict(sorted({**files, **base_files}.items()))
+
+
+def tools_config() -> dict[str, bytes]:
+    """The configuration that builds only mkosi's default tools tree (trixie: ukify, repart, …)."""
+    base = base_config(fmt=ImageFormat.UKI, mirrors=host_mirrors())
+    settings = {"Distribution": base.settings["Distribution"], "Output": [("Format", "none")],
+                "Build": base.settings["Build"]}
+    return {"mkosi.conf": conf_text(settings).encode(), **base.files}
+
+
+def tools_derivation(store: Store) -> Derivation:
+    """mkosi's tools tree as a store path: built once, shared by every image, bound read-only."""
+    with store.temp_dir("mkosi-tools-config") as tmp:
+        write_config(tools_config(), tmp / "config")
+        config = store.add_path(tmp / "config", "mkosi-tools-config")
+    return derivation(f"mkosi-tools-{TOOLS_RELEASE}", "builtin:mkosi",
+                      env={"config": config.logical, "mkosi": mkosi_store_path().logical, "format": TOOLS},
+                      inputs=[config, mkosi_store_path()])
 
 
 def boot_inputs(fmt: OutputFormat) -> tuple[Derivation, ...]:
@@ -126,10 +149,11 @@ def image_derivation(store: Store, p: ImagePlan) -> ImagePlan:
         config = store.add_path(tmp / "config", f"{p.image.name}-mkosi-config")
     mkosi = mkosi_store_path()
     measure = measure_inputs(p.fmt)
-    env = {"config": config.logical, "mkosi": mkosi.logical, "format": p.fmt.value,
+    tools = tools_derivation(store)
+    env = {"config": config.logical, "mkosi": mkosi.logical, "format": p.fmt.value, "tools": tools.out.logical,
            "builds": " ".join(d.out.logical for d in p.builds), **{k: d.out.logical for k, d in measure.items()}}
     drv = derivation(f"{p.image.name}-{p.fmt.value}", "builtin:mkosi", env=env,
-                     inputs=[config, mkosi, *p.builds, *measure.values()])
+                     inputs=[config, mkosi, tools, *p.builds, *measure.values()])
     return ImagePlan(p.image, p.fmt, p.config, p.builds, drv)
 
 
@@ -168,6 +192,10 @@ def build(store: Store, tdxfile: Path, *, fmt: str | None = None, options: Optio
     if not store.is_valid(mkosi_store_path()):
         phase("obtaining the pinned mkosi 25.3 (apt, SHA-256 verified)")
         obtain_mkosi_in_store(store)
+    tools = next(d for d in p.derivation.input_drvs if dict(d.env).get("format") == TOOLS)
+    if not store.is_valid(tools.out):
+        phase(f"building mkosi's tools tree ({TOOLS_RELEASE}; once, then shared by every image)")
+        realise(store, [tools], options)
     phase(f"running mkosi ({p.fmt.value}); log: tdx log {p.derivation.drv_path}")
     realise(store, [p.derivation], options)
     return p, p.derivation.out, True
@@ -177,7 +205,7 @@ def _mkosi_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes]) -> 
     """`builtin:mkosi`: run the pinned mkosi on the stored configuration; fill `out` with the image."""
     env = dict(drv.env)
     config_sp, mkosi_sp = store.parse(env["config"]), store.parse(env["mkosi"])
-    fmt = OutputFormat(env["format"])
+    fmt = OutputFormat(env["format"]) if env["format"] != TOOLS else None
     with store.temp_dir("mkosi") as work:
         config = work / "config"
         shutil.copytree(store.real_path(config_sp), config, symlinks=True)
@@ -187,6 +215,9 @@ def _mkosi_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes]) -> 
                 if not p.is_symlink():
                     p.chmod(p.stat().st_mode | 0o200)
         config.chmod(0o755)
+        if "tools" in env:  # a store path, so the stored configuration names no host location
+            (config / TOOLS_CONF).parent.mkdir(exist_ok=True)
+            (config / TOOLS_CONF).write_text(f"[Build]\nToolsTree={store.real_path(store.parse(env['tools']))}\n")
         builds = [store.real_path(store.parse(b)) for b in env.get("builds", "").split()]
         if builds:
             (config / BUILDS_CONF).parent.mkdir(exist_ok=True)
@@ -194,14 +225,18 @@ def _mkosi_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes]) -> 
         mlog = work / "mkosi.log"
         try:
             artifact = run_mkosi(store.real_path(mkosi_sp), config, work / "output",
-                                 cache_dir=store.home / "cache" / "mkosi", workspace=work / "ws", log_path=mlog)
+                                 cache_dir=store.home / "cache" / "mkosi", workspace=work / "ws", log_path=mlog,
+                                 force=fmt is None, output_name=TOOLS if fmt is None else "image")
         except TdxError as e:
             e.hint = f"read the full log: tdx log {drv.drv_path}"
             raise
         finally:
             if mlog.exists():
                 log.write(mlog.read_bytes())
-        if fmt is OutputFormat.UKI:
+        if fmt is None:  # the tools tree itself is the output
+            out.rmdir()
+            os.rename(artifact, out)
+        elif fmt is OutputFormat.UKI:
             shutil.copyfile(artifact, out / ARTIFACT["uki"])
             _write_measurements(store, env, out, work)
         else:
