@@ -93,11 +93,7 @@ def run(
             stdout=out, stderr=err, timeout=timeout, check=False,
         )
     except FileNotFoundError as e:
-        raise CommandError(
-            f"cannot run {args[0]!r}: program not found",
-            hint=f"install the package that provides {os.path.basename(args[0])!r}",
-            code="command-not-found",
-        ) from e
+        raise _not_found(args[0]) from e
     except subprocess.TimeoutExpired as e:
         raise CommandError(
             f"{what or args[0]} did not finish within {timeout} s",
@@ -132,8 +128,10 @@ def popen(
             stdout=stdout, stderr=stderr, pass_fds=tuple(pass_fds), start_new_session=start_new_session,
         )
     except FileNotFoundError as e:
-        raise CommandError(
-            f"cannot run {args[0]!r}: program not found",
-            hint=f"install the package that provides {os.path.basename(args[0])!r}",
-            code="command-not-found",
-        ) from e
+        raise _not_found(args[0]) from e
+
+
+def _not_found(program: str) -> CommandError:
+    return CommandError(f"cannot run {program!r}: program not found",
+                        hint=f"install the package that provides {os.path.basename(program)!r}",
+                        code="command-not-found")
