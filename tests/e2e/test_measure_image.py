@@ -152,8 +152,9 @@ def test_cli_compare_on_the_built_image_passes(
     booted: tuple[Path, bytes, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     image, _log, work = booted
-    assert main(["measure", str(image), "--compare", str(work / "event.log"), "--partial"]) == 0
-    assert "event log matches the prediction" in capsys.readouterr().out
+    for arg in (image, work / "minimal", work / "minimal" / "TDXfile"):  # store path; TDXfile (a lookup)
+        assert main(["measure", str(arg), "--compare", str(work / "event.log"), "--partial"]) == 0
+        assert "event log matches the prediction" in capsys.readouterr().out
 
 
 def test_cli_compare_names_a_changed_command_line(
