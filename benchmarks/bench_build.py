@@ -69,6 +69,8 @@ def table(rows: list[tuple[str, float, float | None, str, str]]) -> str:
     for what, secs, ref, goal, warm in rows:
         ratio = f"{secs / ref:.1%}" if ref else "1"
         lines.append(f"{what:36} {secs:8.2f} {ratio:>7}  {goal:8} {warm}")
+    lines.append("ratio: to the full build of the same format (tar: cold; uki: after the tar build, so its "
+                 "package cache and tools tree were warm)")
     return "\n".join(lines)
 
 

@@ -110,7 +110,7 @@ def test_every_mtime_is_the_epoch(members: dict[str, tarfile.TarInfo]) -> None:
 @pytest.mark.slow
 def test_uki_boots_and_service_starts(built: Built, tmp_path: Path) -> None:
     log = tmp_path / "console.log"
-    text = qemu.boot(built.uki / "image.efi", memory_mb=1024, timeout=600, expect=b"hello-tdx: started",
+    text = qemu.boot(built.uki / "image.efi", memory_mb=1024, timeout=300, expect=b"hello-tdx: started",
                      console_log=log)
     assert "hello-tdx: started" in text
 
