@@ -76,13 +76,14 @@ def _built_image(tdxfile: Path) -> Path:
 
 def _image_inputs(image: Path) -> tuple[bytes, bytes | None]:
     """(UKI, disk or None) of IMAGE: a file, a built image directory or a TDXfile."""
-    from tdxstore.image.manifest import BuiltImage
     from tdxstore.measure.predict import split_image
 
     path = _store_real(image)
     if _is_tdxfile(path):
         path = _built_image(path)
     if path.is_dir():
+        from tdxstore.image.manifest import BuiltImage
+
         built = BuiltImage.at(path)
         return _read(built.uki, "UKI"), _read(built.disk, "disk image") if built.disk else None
     return split_image(_read(path, "image"))
@@ -90,14 +91,17 @@ def _image_inputs(image: Path) -> tuple[bytes, bytes | None]:
 
 def _firmware_file(firmware: Path | None) -> Path:
     """--firmware as a file: a given file, the OVMF.fd of a firmware store path, or the pinned firmware."""
-    from tdxstore.image.firmware import FIRMWARE_FILE, realise_firmware
-
     if firmware is None:
+        from tdxstore.image.firmware import realise_firmware
         from tdxstore.store.store import Store
 
         return realise_firmware(Store.open())[1]
     path = _store_real(firmware)
-    return path / FIRMWARE_FILE if path.is_dir() else path
+    if path.is_dir():  # a firmware store path (importing the firmware module pulls in the fetchers)
+        from tdxstore.image.firmware import FIRMWARE_FILE
+
+        return path / FIRMWARE_FILE
+    return path
 
 
 def measure_cmd(
