@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import select
 import signal
 import time
@@ -241,8 +242,7 @@ def run_mkosi(
     if status is None:
         raise _failed(f"mkosi build of {config_dir} did not finish within {timeout:.0f} s", log)
     if status != 0:
-        raise _failed(f"mkosi build of {config_dir} exited with status {status} "
-                      f"after {time.monotonic() - started:.0f} s", log)
+        raise _failed(f"mkosi exited with status {status} after {time.monotonic() - started:.0f} s", log)
     return find_artifact(output_dir, output_name)
 
 
@@ -276,10 +276,34 @@ def _stream(argv: list[str], env: dict[str, str], cwd: Path, log: BinaryIO,
         proc.stdout.close()
 
 
+# Causes recognised in mkosi's log: (pattern, message template, hint, code).
+_CAUSES = (
+    (re.compile(rb"E: Unable to locate package (\S+)"), "package {0!r} does not exist in the Debian archive",
+     "check the name (apt-cache search NAME) and the image's base release", "package-not-found"),
+    (re.compile(rb"E: Package '([^']+)' has no installation candidate"),
+     "package {0!r} has no installation candidate in the Debian archive",
+     "it exists only as a virtual or removed package: install a real one", "package-not-found"),
+    (re.compile(rb"E: Version '([^']+)' for '([^']+)' was not found"),
+     "version {0!r} of package {1!r} is not in the Debian archive",
+     "the archive keeps only current versions: pick one from apt-cache policy NAME", "package-not-found"),
+    (re.compile(rb'"(/work/(?:postinst|prepare|finalize)[^"]*)" returned non-zero exit code (\d+)'),
+     "an image hook ({0}) failed with exit status {1}",
+     "the lines above show the failing command of your image.run/prepare/finalize hook", "hook-failed"),
+)
+
+
 def _failed(message: str, log: Path) -> ImageError:
     text = log.read_bytes() if log.exists() else b""
-    return ImageError(message, hint=f"read the full log: {log}",
-                      detail=f"{process.tail(text, _LOG_TAIL_LINES)}\n(log: {log})", code="mkosi-failed")
+    hint, code = f"read the full log: {log}", "mkosi-failed"
+    for pattern, template, cause_hint, cause_code in _CAUSES:
+        m = pattern.search(text)
+        if m:
+            groups = [g.decode("utf-8", "replace") for g in m.groups()]
+            message = f"{template.format(*groups)} ({message})"
+            hint, code = cause_hint, cause_code
+            break
+    return ImageError(message, hint=hint, detail=f"{process.tail(text, _LOG_TAIL_LINES)}\n(log: {log})",
+                      code=code)
 
 
 def find_artifact(output_dir: Path, output_name: str = "image") -> Path:

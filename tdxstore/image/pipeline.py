@@ -228,7 +228,11 @@ def _mkosi_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes]) -> 
                                  cache_dir=store.home / "cache" / "mkosi", workspace=work / "ws", log_path=mlog,
                                  force=fmt is None, output_name=TOOLS if fmt is None else "image")
         except TdxError as e:
-            e.hint = f"read the full log: tdx log {drv.drv_path}"
+            # The work directory disappears with this build: point at the kept log instead.
+            where = f"tdx log {drv.drv_path}"
+            cause = e.hint if e.code != "mkosi-failed" and e.hint else None
+            e.hint = f"{cause}; full log: {where}" if cause else f"read the full log: {where}"
+            e.detail = (e.detail or "").replace(f"(log: {mlog})", f"(full log: {where})")
             raise
         finally:
             if mlog.exists():

@@ -74,8 +74,9 @@ def boot(
     if console_log is not None:
         console_log.write_bytes(console.data)
     if not console.found:
-        code = "boot-exited" if console.exited else "boot-timeout"
-        why = "QEMU exited" if console.exited else f"{timeout:.0f} s passed"
+        code = "boot-panic" if console.panicked else "boot-exited" if console.exited else "boot-timeout"
+        why = ("the guest kernel panicked" if console.panicked else "QEMU exited" if console.exited
+               else f"{timeout:.0f} s passed")
         raise ImageError(
             f"{uki.name} did not print {expect.decode(errors='replace')!r} on the serial console: {why}",
             hint="read the console tail; a first-boot prompt needs systemd.firstboot=off",
@@ -86,12 +87,13 @@ def boot(
 
 
 class _Console:
-    __slots__ = ("data", "exited", "found")
+    __slots__ = ("data", "exited", "found", "panicked")
 
     def __init__(self) -> None:
         self.data = b""
         self.found = False
         self.exited = False
+        self.panicked = False
 
 
 def _watch(argv: list[str], expect: bytes, timeout: float) -> _Console:
@@ -111,8 +113,12 @@ def _watch(argv: list[str], expect: bytes, timeout: float) -> _Console:
                 console.exited = True
                 break
             console.data += chunk
+            recent = console.data[-(len(chunk) + 64):]
             if expect and expect in console.data[-(len(chunk) + len(expect)):]:
                 console.found = True
+                break
+            if b"Kernel panic - not syncing" in recent:  # the guest will never get there: stop now
+                console.panicked = True
                 break
     finally:
         proc.kill()

@@ -121,7 +121,8 @@ def test_mkosi_failure_names_log(mkosi_dir: Path, tmp_path: Path) -> None:
     config = write_config(cfg, tmp_path / "config")
     with pytest.raises(ImageError) as e:
         run_mkosi(mkosi_dir, config, tmp_path / "out", cache_dir=DEFAULT_CACHE_ROOT / "test-tar")
-    assert e.value.code == "mkosi-failed"
+    assert e.value.code == "package-not-found"
+    assert e.value.message.startswith("package 'tdx-no-such-package-xyz' does not exist in the Debian archive")
     assert str(tmp_path / "out/mkosi.log") in (e.value.detail or "")
     assert "tdx-no-such-package-xyz" in (e.value.detail or "")
 
