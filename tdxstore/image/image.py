@@ -69,6 +69,15 @@ def _conflict(what: str, first: CallSite, second: CallSite, hint: str) -> Confli
     return ConflictError(f"{what}: first at {first}, again at {second}", hint=hint, code="conflict")
 
 
+def _seen(previous: Any, new: Any, what: str, hint: str) -> bool:
+    """True when `new` repeats `previous` exactly (harmless); a different redefinition is a conflict."""
+    if previous is None:
+        return False
+    if previous != new:
+        raise _conflict(f"{what} with different settings", previous.site, new.site, hint)
+    return True
+
+
 class Image:
     """An image definition: `Image("my-node", base="debian/bookworm")`, then method calls."""
 
@@ -212,12 +221,8 @@ class Image:
             ports=tuple(sorted(set(ports or ()))), type=type,
             wanted_by=_validate.string_list(wanted_by, "wanted_by"),
             enable=enable, extra_unit=normalise_extra_unit(extra_unit, name), site=site)
-        previous = self._services.get(name)
-        if previous is not None:
-            if previous != svc:
-                raise _conflict(f"service {name!r} is defined twice with different settings",
-                                previous.site, site,
-                                "define the service once; pass the differing settings to that one call")
+        if _seen(self._services.get(name), svc, f"service {name!r} is defined twice",
+                 "define the service once; pass the differing settings to that one call"):
             return
         for port in svc.ports:
             owner = self._ports.get(port)
@@ -238,12 +243,8 @@ class Image:
         """Create an account (spec §6.1); `home`, when given, is created and owned by the user."""
         site = caller_site()
         new = User(name, system, home, shell, tuple(groups or ()), uid, site)
-        previous = self._users.get(name)
-        if previous is not None:
-            if previous != new:
-                raise _conflict(f"user {name!r} is defined twice with different settings",
-                                previous.site, site,
-                                "define the user once with all the settings it needs")
+        if _seen(self._users.get(name), new, f"user {name!r} is defined twice",
+                 "define the user once with all the settings it needs"):
             return
         for other in self._users.values():
             if uid is not None and other.uid == uid:
@@ -284,12 +285,7 @@ class Image:
         """Declare a secret delivered after measurement; its value never enters the image or the store."""
         site = caller_site()
         new = Secret(name, description, dest, owner, group, mode, site)  # type: ignore[arg-type]
-        previous = self._secrets.get(name)
-        if previous is not None:
-            if previous != new:
-                raise _conflict(f"secret {name} is declared twice with different settings",
-                                previous.site, site,
-                                "declare each secret once")
+        if _seen(self._secrets.get(name), new, f"secret {name} is declared twice", "declare each secret once"):
             return
         if new.dest is not None:
             for other in self._secrets.values():
