@@ -193,13 +193,14 @@ def mkosi_env(mkosi_dir: Path, home: Path) -> dict[str, str]:
 
 
 def mkosi_argv(mkosi_dir: Path, config_dir: Path, output_dir: Path, *, cache_dir: Path | None,
-               workspace: Path | None, verb: str = "build", force: bool = False) -> list[str]:
+               workspace: Path | None, verb: str = "build", force: bool = False,
+               package_cache_dir: Path | None = None) -> list[str]:
     """The argv of one mkosi run (pure; the pinned mkosi is run by the host's python3)."""
     argv = ["python3", "-m", "mkosi", "-C", os.fspath(config_dir),
             "--output-directory", os.fspath(output_dir)]
     if cache_dir is not None:
         argv += ["--cache-directory", os.fspath(cache_dir / "incremental"),
-                 "--package-cache-directory", os.fspath(cache_dir / "packages")]
+                 "--package-cache-directory", os.fspath(package_cache_dir or cache_dir / "packages")]
     if workspace is not None:
         argv += ["--workspace-directory", os.fspath(workspace)]
     return [*argv, *(["--force"] if force else []), verb]
@@ -217,6 +218,7 @@ def run_mkosi(
     output_name: str = "image",
     progress: Callable[[str], None] | None = None,
     force: bool = False,
+    package_cache_dir: Path | None = None,
 ) -> Path:
     """Run `mkosi build` on `config_dir`; returns the main artifact (`<output_dir>/image.efi`, …).
 
@@ -230,9 +232,10 @@ def run_mkosi(
             d.mkdir(parents=True, exist_ok=True)
     if cache_dir is not None:
         (cache_dir / "incremental").mkdir(exist_ok=True)
-        (cache_dir / "packages").mkdir(exist_ok=True)
+        (package_cache_dir or cache_dir / "packages").mkdir(parents=True, exist_ok=True)
     log = log_path or output_dir / "mkosi.log"
-    argv = mkosi_argv(mkosi_dir, config_dir, output_dir, cache_dir=cache_dir, workspace=workspace, force=force)
+    argv = mkosi_argv(mkosi_dir, config_dir, output_dir, cache_dir=cache_dir, workspace=workspace, force=force,
+                      package_cache_dir=package_cache_dir)
     started = time.monotonic()
     with log.open("wb") as f:
         f.write(f"$ {process.command_line(argv)}\n".encode())

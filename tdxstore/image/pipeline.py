@@ -10,6 +10,7 @@ mirror while it runs (pinned .deb inputs are the bootstrap milestone).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tarfile
@@ -224,8 +225,10 @@ def _mkosi_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes]) -> 
             (config / BUILDS_CONF).write_text("[Content]\n" + "".join(f"ExtraTrees={b}\n" for b in builds))
         mlog = work / "mkosi.log"
         try:
+            caches = store.home / "cache" / "mkosi"
             artifact = run_mkosi(store.real_path(mkosi_sp), config, work / "output",
-                                 cache_dir=store.home / "cache" / "mkosi", workspace=work / "ws", log_path=mlog,
+                                 cache_dir=caches / _cache_key(config), package_cache_dir=caches / "packages",
+                                 workspace=work / "ws", log_path=mlog,
                                  force=fmt is None, output_name=TOOLS if fmt is None else "image")
         except TdxError as e:
             # The work directory disappears with this build: point at the kept log instead.
@@ -246,6 +249,24 @@ def _mkosi_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes]) -> 
         else:
             sort_tar(artifact, out / ARTIFACT[fmt.value])
         remove_tree(work / "output")
+
+
+def _cache_key(config: Path) -> str:
+    """Which incremental cache a configuration uses.
+
+    mkosi keeps ONE incremental cache per distribution~release~architecture and throws it away when
+    the package set differs, so a tar and a uki image (or two images) would evict each other. One
+    cache directory per package-affecting setting (distribution, packages, prepare scripts) keeps
+    each warm; mkosi still checks its own manifest before reusing one, so a wrong guess only costs time.
+    """
+    h = hashlib.sha256()
+    conf = (config / "mkosi.conf").read_text()
+    h.update("\n".join(line for line in conf.splitlines()
+                       if not line.startswith(("KernelCommandLine=", "ExtraTrees=", "ImageId="))).encode())
+    prepare = config / "mkosi.prepare.d"
+    for f in sorted(prepare.iterdir()) if prepare.is_dir() else []:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return f"incremental-{h.hexdigest()[:16]}"
 
 
 def measure_inputs(fmt: OutputFormat) -> dict[str, Derivation]:
