@@ -7,12 +7,22 @@ Nothing here knows about the store; callers decide what a path means. A file wri
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def sha256_file(path: Path) -> bytes:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (memory stays flat for any size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.digest()
 
 
 def fsync_dir(path: Path) -> None:

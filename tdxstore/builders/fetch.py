@@ -14,6 +14,7 @@ import logging
 import re
 from pathlib import Path
 
+from tdxstore._fs import sha256_file
 from tdxstore._lock import locked
 from tdxstore.errors import FetchError, HashMismatchError, UsageError
 from tdxstore.fetch.download import (
@@ -169,11 +170,7 @@ def _hash_local(path: Path) -> str:
         from tdxstore.store.nar import hash_path
 
         return hash_path(path).hex
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path).hex()
 
 
 def hash_of(url_or_path: str | Path, *, store: Store | None = None, progress: Progress | None = None) -> str:

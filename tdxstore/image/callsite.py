@@ -11,11 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import tdxstore
-
-# Frames from these directories are ours, not the user's.
-_PACKAGE_DIR = Path(tdxstore.__file__).resolve().parent
-_OWN_DIRS = (str(_PACKAGE_DIR), str(_PACKAGE_DIR.parent / "tdx"))
+from tdxstore._usercode import is_own_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +36,6 @@ class CallSite:
             shown = path.name
         return f"{shown}:{self.line}"
 
-
-def is_own_file(filename: str) -> bool:
-    """True when `filename` belongs to the tdxstore or tdx packages."""
-    try:
-        resolved = str(Path(filename).resolve())
-    except OSError:
-        return False
-    return any(resolved == d or resolved.startswith(d + "/") for d in _OWN_DIRS)
 
 
 def caller_site() -> CallSite:

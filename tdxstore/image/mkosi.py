@@ -8,7 +8,6 @@ before it is unpacked. Every process goes through `tdxstore.sandbox.process.run`
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import select
@@ -18,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from tdxstore._fs import remove_tree, temporary_directory
+from tdxstore._fs import remove_tree, sha256_file, temporary_directory
 from tdxstore.errors import CommandError, HashMismatchError, ImageError
 from tdxstore.image.mkosi_mirror import AptMirrors, host_mirrors
 from tdxstore.sandbox import process
@@ -107,12 +106,9 @@ def download_mkosi_deb(workdir: Path, *, mirror: str | None = None,
 
 def verify_deb(deb: Path, expected: str = MKOSI_DEB_SHA256) -> None:
     """Raise HashMismatchError unless the file's SHA-256 is the pinned one."""
-    h = hashlib.sha256()
-    with deb.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != expected:
-        raise HashMismatchError(f"mkosi .deb {deb}", expected, h.hexdigest())
+    got = sha256_file(deb).hex()
+    if got != expected:
+        raise HashMismatchError(f"mkosi .deb {deb}", expected, got)
 
 
 def unpack_deb(deb: Path, dest: Path) -> Path:

@@ -12,11 +12,10 @@ import builtins
 import sys
 import traceback
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from tdxstore._usercode import user_traceback
 from tdxstore.errors import ImageError, TdxError
-from tdxstore.image.callsite import is_own_file
 from tdxstore.image.image import LOADING, Image, LoadContext
 
 TDXFILE_NAME = "TDXfile"
@@ -103,15 +102,3 @@ def _pick_image(namespace: dict[str, Any], context: LoadContext, tdxfile: Path) 
     raise ImageError(f"{tdxfile} creates several Images ({names}) and no module-level `image`",
                      hint="assign the one to build to a variable named `image`", code="tdxfile-error")
 
-
-def user_traceback(error: BaseException, *, with_exception: bool = True) -> str:
-    """The traceback of `error` restricted to frames outside tdxstore/tdx, formatted like Python's.
-
-    `with_exception=False` leaves out the final exception line (our own errors show their message anyway).
-    """
-    tb: TracebackType | None = error.__traceback__
-    frames = [f for f in traceback.extract_tb(tb) if not is_own_file(f.filename)]
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
-    if with_exception:
-        lines += traceback.format_exception_only(error)
-    return "".join(lines).rstrip()

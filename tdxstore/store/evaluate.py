@@ -9,25 +9,15 @@ from __future__ import annotations
 
 import runpy
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
+from tdxstore._usercode import user_traceback
 from tdxstore.errors import DerivationError, TdxError
 from tdxstore.store.derivation import Derivation
 from tdxstore.store.path import StorePath
 from tdxstore.store.realise import load_derivation
 from tdxstore.store.store import Store
-
-
-def user_traceback(exc: BaseException, user_files: set[str]) -> str:
-    """The traceback restricted to frames from the user's files (ours are noise to them)."""
-    ours = str(Path(__file__).parents[1])
-    stdlib = str(Path(traceback.__file__).parent)
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in user_files
-              or not (f.filename.startswith((ours, stdlib, "<frozen")))]
-    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
-    return "Traceback (most recent call last):\n" + "".join(lines).rstrip()
 
 
 def run_python_file(path: Path) -> dict[str, Any]:
@@ -42,10 +32,10 @@ def run_python_file(path: Path) -> dict[str, Any]:
         raise
     except SyntaxError as e:
         raise DerivationError(f"{path.name} has a syntax error at line {e.lineno}: {e.msg}",
-                              detail=user_traceback(e, {str(path)}), code="user-code-error") from e
+                              detail=user_traceback(e), code="user-code-error") from e
     except Exception as e:
         raise DerivationError(f"{path.name} raised {type(e).__name__}: {e}",
-                              detail=user_traceback(e, {str(path)}), code="user-code-error") from e
+                              detail=user_traceback(e), code="user-code-error") from e
     finally:
         if str(path.parent) in sys.path:
             sys.path.remove(str(path.parent))

@@ -14,7 +14,6 @@ Independent derivations run in parallel (`jobs`); dependencies are scheduled fir
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -23,6 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tdxstore._fs import sha256_file
 from tdxstore.errors import BuildError, DerivationError, HashMismatchError, TdxError
 from tdxstore.store.build import run_builder
 from tdxstore.store.derivation import Derivation
@@ -244,11 +244,7 @@ def _check_fixed(drv: Derivation, tree: Path) -> None:
         if not tree.is_file() or tree.is_symlink():
             raise BuildError(f"fixed-output derivation {drv.name!r} must produce a single regular file",
                              code="fixed-output-not-file")
-        h = hashlib.sha256()
-        with open(tree, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        got = h.hexdigest()
+        got = sha256_file(tree).hex()
     if got != drv.fixed.sha256:
         what = dict(drv.env).get("url") or drv.name
         raise HashMismatchError(what, f"sha256:{drv.fixed.sha256}", f"sha256:{got}")

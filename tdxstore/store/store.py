@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tdxstore._fs import fsync_dir, remove_tree, temporary_directory
+from tdxstore._fs import fsync_dir, remove_tree, sha256_file, temporary_directory
 from tdxstore._lock import FileLock, locked
 from tdxstore.errors import StoreError, StorePathError
 from tdxstore.store import base32
@@ -150,14 +150,14 @@ class Store:
         if not src.is_file():
             raise StoreError(f"cannot add {str(src)!r} as a flat file: not a regular file", code="source-missing")
         name = name or src.name
-        flat = _sha256_file(src)
+        flat = sha256_file(src)
         sp = make_fixed_output_path(flat.hex(), name, recursive=False)
         if self.is_valid(sp):
             return sp
         with self.gc_guard(), self.temp_dir("add") as tmp:
             staged = tmp / "out"
             _copy(src, staged)
-            if _sha256_file(staged) != flat:
+            if sha256_file(staged) != flat:
                 raise StoreError(f"{str(src)!r} changed while it was being added", code="source-changed")
             self._install_ca(staged, sp, None, content_address(flat, recursive=False))
         return sp
@@ -241,14 +241,6 @@ class Store:
             seen.add(base)
             todo.extend(r for r in self.db.references(base) if r not in seen)
         return {StorePath.from_base_name(b) for b in seen}
-
-
-def _sha256_file(path: Path) -> bytes:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.digest()
 
 
 def _copy(src: Path, dest: Path) -> None:

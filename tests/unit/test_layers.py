@@ -10,7 +10,7 @@ ROOT = Path(__file__).parents[2]
 # package (or module) -> layer number; a module may import only from layers <= its own,
 # and peers in the same layer only where listed in ALLOWED_PEERS.
 LAYERS = {
-    "tdxstore.errors": 0, "tdxstore._fs": 0, "tdxstore._lock": 0,
+    "tdxstore.errors": 0, "tdxstore._fs": 0, "tdxstore._lock": 0, "tdxstore._usercode": 0,
     "tdxstore.sandbox": 1, "tdxstore.fetch": 1,
     "tdxstore.store": 2,
     "tdxstore.builders": 3, "tdxstore.image": 3, "tdxstore.lock": 3, "tdxstore.measure": 3,
