@@ -14,12 +14,12 @@ from collections.abc import Mapping, Sequence
 from tdxstore.image.hooks import Hook, Phase
 from tdxstore.image.image import UNIT_DIR, Image, OutputFormat
 from tdxstore.image.kernel import kernel_package
+from tdxstore.image.mkosi_config import DEFAULT_SEED
 from tdxstore.image.service import unit_text
 from tdxstore.image.user import create_lines, group_lines
 
 Settings = dict[str, list[tuple[str, str]]]
 
-DEFAULT_SEED = "7d8e4d1a-2b53-4c5e-9a61-3f0c2e6b7a10"  # fixed UUID: seeds partition and file system UUIDs
 BOOT_PACKAGES = ("systemd", "udev", "systemd-boot-efi")
 # Each UKI boot is a first boot; systemd-firstboot would wait for a key on the console.
 BOOT_CMDLINE = ("systemd.firstboot=off",)

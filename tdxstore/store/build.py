@@ -121,8 +121,8 @@ def _run_host_builtin(store: Store, drv: Derivation, out: Path) -> None:
 def _spec(store: Store, drv: Derivation, options: Options, tmp: Path, staged: dict[str, Path]) -> SandboxSpec:
     from tdxstore.store.realise import input_closure
 
-    root = drv.root.out if isinstance(drv.root, Derivation) else drv.root
-    assert isinstance(root, StorePath)
+    root = drv.root_path
+    assert root is not None
     build = tmp / "build"
     build.mkdir()
     mounts = [Mount(store.real_path(p), p.logical) for p in input_closure(store, drv)]
@@ -165,8 +165,7 @@ def _run_sandboxed(store: Store, drv: Derivation, options: Options, tmp: Path, s
 
 
 def root_of(drv: Derivation) -> str:
-    r = drv.root
-    return r.out.logical if isinstance(r, Derivation) else (r.logical if r else "-")
+    return drv.root_path.logical if drv.root_path else "-"
 
 
 def read_log(store: Store, drv_path: StorePath) -> bytes:

@@ -124,6 +124,11 @@ class Derivation:
         return tuple(d for d in deps if isinstance(d, Derivation))
 
     @property
+    def root_path(self) -> StorePath | None:
+        """The store path of the root file system (a derivation root counts by its output)."""
+        return self.root.out if isinstance(self.root, Derivation) else self.root
+
+    @property
     def input_srcs(self) -> tuple[StorePath, ...]:
         deps = [*self.inputs, self.root] if self.root is not None else list(self.inputs)
         return tuple(sorted({d for d in deps if isinstance(d, StorePath)}))

@@ -44,8 +44,8 @@ def _record(drv: Derivation, *, modulo: bool) -> dict[str, Any]:
         "env": dict(drv.env), "inputSrcs": [p.logical for p in drv.input_srcs], "inputDrvs": input_drvs,
         "outputs": outputs,
     }
-    if drv.root is not None:
-        rec["root"] = drv.root.logical if isinstance(drv.root, StorePath) else drv.root.out.logical
+    if drv.root_path is not None:
+        rec["root"] = drv.root_path.logical
     if drv.timeout is not None:
         rec["timeout"] = drv.timeout
     if drv.max_silent is not None:
