@@ -28,7 +28,8 @@ from tdxstore.fetch.download import (
 from tdxstore.fetch.git import GIT_RESOLUTIONS, check_git_url, check_ref, fetch_git_tree, known_commit, remember_commit
 from tdxstore.fetch.hashspec import format_sha256, missing_hash_error, parse_sha256
 from tdxstore.fetch.record import FetchKind, record
-from tdxstore.store.derivation import Derivation, FixedOutput, derivation
+from tdxstore.store.builtins import fetchgit_derivation, fetchurl_derivation
+from tdxstore.store.derivation import Derivation
 from tdxstore.store.path import MAX_NAME_LEN, StorePath, check_name, make_fixed_output_path
 from tdxstore.store.realise import Options, realise
 from tdxstore.store.store import Store
@@ -55,19 +56,6 @@ def default_git_name(url: str) -> str:
 def _fetch_lock(store: Store, kind: str, hex_digest: str) -> Path:
     # Not the store path's own lock: Store.add_* takes that one itself, and flock is per open file.
     return store.locks / f"fetch-{kind}-{hex_digest}.lock"
-
-
-def fetchurl_derivation(url: str, hex_digest: str, name: str) -> Derivation:
-    """The fixed-output derivation of a flat download: its path depends on (hash, name) only."""
-    return derivation(name, "builtin:fetchurl", env={"url": url}, fixed=FixedOutput(hex_digest))
-
-
-def fetchgit_derivation(url: str, tag: str | None, rev: str | None, hex_digest: str, name: str,
-                        submodules: bool = False) -> Derivation:
-    """The fixed-output derivation of a git checkout (tree without .git, NAR SHA-256)."""
-    env = {"url": url, "tag": tag or "", "rev": rev or "", "submodules": "1" if submodules else ""}
-    return derivation(name, "builtin:fetchgit", env={k: v for k, v in env.items() if v},
-                      fixed=FixedOutput(hex_digest, recursive=True))
 
 
 def _realise_fixed(store: Store, drv: Derivation, options: Options) -> StorePath:

@@ -32,15 +32,18 @@ def build_cmd(
     from tdxstore.store.store import Store
 
     if emit_mkosi is not None:
-        p = pipeline.evaluate(tdxfile, fmt)
-        pipeline.write_config(p.config, emit_mkosi)
+        from tdxstore.mkosi.config import write_config
+
+        p = pipeline.evaluate(tdxfile, fmt, Store.open())
+        write_config(p.config, emit_mkosi)
         _say(f"wrote the mkosi configuration of {p.image.name!r} ({p.fmt.value}) to {emit_mkosi}")
         return
     store = Store.open()
     if dry_run:
-        p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt))
+        p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt, store))
         d = pipeline.dry_run(store, p)
-        print(f"image {d.image} {'(valid: nothing to do)' if d.image_valid else '(would be built by mkosi)'}")
+        print(f"image {d.image.out} {'(valid: nothing to do)' if d.image_valid else '(would be built by mkosi)'}")
+        print(f"derivation {d.image.drv_path}")
         if not d.mkosi_valid:
             print("fetch mkosi 25.3 (Debian .deb, SHA-256 pinned)")
         for drv in d.builds.build:

@@ -82,7 +82,7 @@ def _image_inputs(image: Path) -> tuple[bytes, bytes | None]:
     if _is_tdxfile(path):
         path = _built_image(path)
     if path.is_dir():
-        from tdxstore.image.manifest import BuiltImage
+        from tdxstore.disk.manifest import BuiltImage
 
         built = BuiltImage.at(path)
         return _read(built.uki, "UKI"), _read(built.disk, "disk image") if built.disk else None
@@ -92,13 +92,13 @@ def _image_inputs(image: Path) -> tuple[bytes, bytes | None]:
 def _firmware_file(firmware: Path | None) -> Path:
     """--firmware as a file: a given file, the OVMF.fd of a firmware store path, or the pinned firmware."""
     if firmware is None:
-        from tdxstore.image.firmware import realise_firmware
+        from tdxstore.image.pinned import realise_firmware
         from tdxstore.store.store import Store
 
         return realise_firmware(Store.open())[1]
     path = _store_real(firmware)
-    if path.is_dir():  # a firmware store path (importing the firmware module pulls in the fetchers)
-        from tdxstore.image.firmware import FIRMWARE_FILE
+    if path.is_dir():  # a firmware store path
+        from tdxstore.debian.pins import FIRMWARE_FILE
 
         return path / FIRMWARE_FILE
     return path

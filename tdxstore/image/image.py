@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,24 +24,12 @@ from tdxstore.image.kernel import KernelSettings
 from tdxstore.image.secret import Secret, SecretDelivery
 from tdxstore.image.service import Service, UnitValue, exec_line, normalise_extra_unit
 from tdxstore.image.user import User
+from tdxstore.mkosi.config import ImageFormat
 
 SUPPORTED_BASES = {"debian": ("bookworm", "trixie")}
 UNIT_DIR = "/etc/systemd/system"
 _IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 T = TypeVar("T")
-
-
-class OutputFormat(StrEnum):
-    """mkosi output formats an image can be built as (value = mkosi `Format=`)."""
-
-    TAR = "tar"
-    DIRECTORY = "directory"
-    UKI = "uki"
-    DISK = "disk"
-
-    @property
-    def bootable(self) -> bool:
-        return self in (OutputFormat.UKI, OutputFormat.DISK)
 
 
 @dataclass(slots=True)
@@ -90,10 +77,10 @@ class Image:
         self.base = base
         self.distribution, self.release = parse_base(base)
         try:
-            self.format = OutputFormat(format)
+            self.format = ImageFormat(format)
         except ValueError:
             raise ImageError(f"output format {format!r} is unknown",
-                             hint=f"use one of {', '.join(f.value for f in OutputFormat)}",
+                             hint=f"use one of {', '.join(f.value for f in ImageFormat)}",
                              code="invalid-value") from None
         context = LOADING.get()
         self.directory = context.directory if context else Path.cwd()

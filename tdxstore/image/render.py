@@ -1,60 +1,44 @@
 """Render an `Image` into an mkosi 25.3 configuration directory, as {relative path: bytes}.
 
 Pure: no I/O, no clock, no environment; the same Image always gives the same bytes, with every list
-in a fixed order (packages and files sorted, hooks in declaration order). Writing the files (scripts
-executable, see `is_executable`) and running mkosi are other steps. Base settings live in
-`base_settings()` only, so they can be aligned with the mkosi runner in one place.
+in a fixed order (packages and files sorted, hooks in declaration order). The base settings come
+from `tdxstore.mkosi.config` (the one mkosi configuration); writing the files and running mkosi
+are other steps.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from tdxstore.image.hooks import Hook, Phase
-from tdxstore.image.image import UNIT_DIR, Image, OutputFormat
+from tdxstore.image.image import UNIT_DIR, Image
 from tdxstore.image.kernel import kernel_package
-from tdxstore.image.mkosi_config import DEFAULT_SEED
 from tdxstore.image.service import unit_text
 from tdxstore.image.user import create_lines, group_lines
-
-Settings = dict[str, list[tuple[str, str]]]
+from tdxstore.mkosi.config import ImageFormat, Settings, conf_text
+from tdxstore.store.path import STORE_DIR
 
 BOOT_PACKAGES = ("systemd", "udev", "systemd-boot-efi")
 # Each UKI boot is a first boot; systemd-firstboot would wait for a key on the console.
 BOOT_CMDLINE = ("systemd.firstboot=off",)
-NON_REPRODUCIBLE_FILES = ("/var/log/alternatives.log", "/var/cache/ldconfig/aux-cache")
-SECTION_ORDER = ("Distribution", "Output", "Content", "Build")
 EXTRA = "mkosi.extra"
 PRESET = "usr/lib/systemd/system-preset/10-tdx.preset"
-SCRIPT_DIRS = tuple(f"mkosi.{p.value}.d/" for p in Phase)
+# Where mkosi mounts the store for scripts (`BuildSources=<store>:tdx/store`, always below /work/src).
+STORE_SOURCES = "/work/src" + STORE_DIR
 
 
-def base_settings(image: Image, fmt: OutputFormat, *, source_date_epoch: int, seed: str) -> Settings:
-    """Settings every image gets, before the image's own content (keep in line with the mkosi runner)."""
-    content = [("WithDocs", "no"), ("SourceDateEpoch", str(source_date_epoch))]
-    content += [("RemoveFiles", f) for f in NON_REPRODUCIBLE_FILES]
-    if fmt.bootable:
-        content.append(("Bootable", "yes"))
-    return {
-        "Distribution": [("Distribution", image.distribution), ("Release", image.release)],
-        "Output": [("Format", fmt.value), ("ImageId", image.name), ("Seed", seed)],
-        "Content": content,
-    }
-
-
-def render(image: Image, *, format: OutputFormat | str | None = None, source_date_epoch: int = 0,
-           seed: str = DEFAULT_SEED, extra_trees: Sequence[str] = (), settings: Settings | None = None
-           ) -> dict[str, bytes]:
+def render(image: Image, settings: Settings, *, format: ImageFormat | str | None = None,
+           source_date_epoch: int = 0, extra_trees: Sequence[str] = (),
+           store_view: bool = False) -> dict[str, bytes]:
     """The configuration directory of `image` as {relative path: bytes}, sorted by path.
 
-    `settings` replaces `base_settings()` (e.g. the mkosi runner's base configuration); the image's
-    packages, kernel command line and `extra_trees` (host paths, in the given order) are added to it.
+    `settings` are the base settings (`tdxstore.mkosi.config.base_config`); the image's name,
+    packages, kernel command line and `extra_trees` (host paths, in the given order) are added.
+    `store_view`: the hooks name store paths, so each hook makes them readable at /tdx/store.
     """
-    fmt = OutputFormat(format) if format is not None else image.format
-    conf = settings if settings is not None else base_settings(
-        image, fmt, source_date_epoch=source_date_epoch, seed=seed)
-    conf = {section: list(entries) for section, entries in conf.items()}
+    fmt = ImageFormat(format) if format is not None else image.format
+    conf = {section: list(entries) for section, entries in settings.items()}
     content = conf.setdefault("Content", [])
     content += [("Packages", p) for p in image_packages(image, fmt)]
     if fmt.bootable:
@@ -63,11 +47,11 @@ def render(image: Image, *, format: OutputFormat | str | None = None, source_dat
     out: dict[str, bytes] = {"mkosi.conf": conf_text(conf).encode()}
     out.update(extra_tree(image))
     out.update(postinst_scripts(image, source_date_epoch))
-    out.update(hook_scripts(image))
+    out.update(hook_scripts(image, store_view=store_view))
     return dict(sorted(out.items()))
 
 
-def image_packages(image: Image, fmt: OutputFormat) -> list[str]:
+def image_packages(image: Image, fmt: ImageFormat) -> list[str]:
     """The image's packages plus what its declarations need (systemd for services, a kernel to boot)."""
     packages = set(image.packages)
     if image.services:
@@ -86,26 +70,6 @@ def kernel_command_line(image: Image) -> tuple[str, ...]:
     words = list(kernel.command_line()[:1] if kernel.console else ())
     words += [w for w in (*BOOT_CMDLINE, *kernel.cmdline) if w not in words]
     return tuple(words)
-
-
-def conf_text(settings: Mapping[str, list[tuple[str, str]]]) -> str:
-    """INI text in mkosi's format; a key given several times becomes one key with continuation lines."""
-    order = [s for s in SECTION_ORDER if s in settings]
-    order += sorted(s for s in settings if s not in SECTION_ORDER)
-    blocks = []
-    for section in order:
-        lines = [f"[{section}]"]
-        grouped: dict[str, list[str]] = {}
-        for key, value in settings[section]:
-            grouped.setdefault(key, []).append(value)
-        for key, values in grouped.items():
-            if len(values) == 1:
-                lines.append(f"{key}={values[0]}")
-            else:
-                lines.append(f"{key}=")
-                lines.extend(f"        {v}" for v in values)
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"
 
 
 def extra_tree(image: Image) -> dict[str, bytes]:
@@ -153,22 +117,29 @@ def postinst_scripts(image: Image, source_date_epoch: int) -> dict[str, bytes]:
     return out
 
 
-def hook_scripts(image: Image) -> dict[str, bytes]:
-    """One `.chroot` script per hook, numbered in declaration order within its phase (from 50)."""
+def hook_scripts(image: Image, *, store_view: bool = False) -> dict[str, bytes]:
+    """One `.chroot` script per hook, numbered in declaration order within its phase (from 50).
+
+    With `store_view`, each script first links /tdx/store to the store that mkosi mounts for scripts
+    and removes the link when it exits, so the image never keeps it.
+    """
     out: dict[str, bytes] = {}
     counts: dict[Phase, int] = {}
     for hook in image.hooks:
         index = counts[hook.phase] = counts.get(hook.phase, 0) + 1
         name = f"mkosi.{hook.phase.value}.d/50-{hook.phase.value}-{index:03d}.chroot"
-        out[name] = _script(_hook_label(hook, image), [hook.command.rstrip("\n")],
-                            prepare=hook.phase is Phase.PREPARE)
+        body = [*(_STORE_LINK if store_view else ()), hook.command.rstrip("\n")]
+        out[name] = _script(_hook_label(hook, image), body, prepare=hook.phase is Phase.PREPARE)
     return out
+
+
+_STORE_LINK = (
+    f"if [ ! -e {STORE_DIR} ]; then",
+    f"    mkdir -p {STORE_DIR.rsplit('/', 1)[0]} && ln -s {STORE_SOURCES} {STORE_DIR}",
+    f"    trap 'rm -f {STORE_DIR}; rmdir {STORE_DIR.rsplit('/', 1)[0]} 2>/dev/null || :' EXIT",
+    "fi",
+)
 
 
 def _hook_label(hook: Hook, image: Image) -> str:
     return f"{hook.phase.value} hook from {hook.site.relative_to(image.directory)}"
-
-
-def is_executable(relative_path: str) -> bool:
-    """True for files that must be written executable (mkosi runs the scripts directly)."""
-    return relative_path.startswith(SCRIPT_DIRS)

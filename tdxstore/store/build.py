@@ -1,4 +1,4 @@
-"""Running one derivation's builder: sandbox set-up, builtin fetchers, logs (L2).
+"""Running one derivation's builder: sandbox set-up, the builtins' table, logs (L2).
 
 This module turns a `Derivation` into a `SandboxSpec` (inputs read-only at their logical paths,
 `/build` and the outputs writable, network only for fixed-output builds), runs it, keeps the log
@@ -19,6 +19,7 @@ import zstandard
 from tdxstore._fs import remove_tree
 from tdxstore.errors import BuildError, TdxError
 from tdxstore.sandbox import BUILD_DIR, Mount, SandboxSpec, run_sandboxed, run_unsandboxed
+from tdxstore.store.builtins import run_builtin
 from tdxstore.store.derivation import Derivation
 from tdxstore.store.path import StorePath
 from tdxstore.store.store import Store
@@ -27,14 +28,6 @@ if TYPE_CHECKING:
     from tdxstore.store.realise import Options
 
 Install = Callable[[dict[str, Path]], None]
-#: A host builtin: (store, derivation, output directory to fill, log stream) -> None.
-Builtin = Callable[[Store, Derivation, Path, IO[bytes]], None]
-_HOST_BUILTINS: dict[str, Builtin] = {}
-
-
-def register_builtin(name: str, handler: Builtin) -> None:
-    """Let a higher layer (e.g. `image` for `builtin:mkosi`) provide a host builtin builder."""
-    _HOST_BUILTINS[name] = handler
 
 
 def log_file(store: Store, drv: Derivation) -> Path:
@@ -66,10 +59,9 @@ def run_builder(store: Store, drv: Derivation, options: Options, install: Instal
     ok = False
     try:
         staged = {o: tmp / f"out-{o}" for o in drv.outputs}
-        if drv.builder in _HOST_BUILTINS or (drv.builder.startswith("builtin:") and drv.fixed is None):
-            _run_host_builtin(store, drv, staged["out"])
-        elif drv.builder.startswith("builtin:"):
-            _run_builtin(store, drv, options, staged["out"])
+        if drv.builder.startswith("builtin:"):
+            with _log_writer(store, drv) as log:
+                run_builtin(store, drv, staged["out"], log, options)
         else:
             _run_sandboxed(store, drv, options, tmp, staged)
         install(staged)
@@ -81,41 +73,6 @@ def run_builder(store: Store, drv: Derivation, options: Options, install: Instal
     finally:
         if ok or not options.keep_failed:
             remove_tree(tmp)
-
-
-def _run_builtin(store: Store, drv: Derivation, options: Options, out: Path) -> None:
-    """Fixed-output builtins run in this process (network allowed); realise verifies their hash."""
-    from tdxstore.fetch.download import DEFAULT_RETRIES, DEFAULT_TIMEOUT, download
-    from tdxstore.fetch.git import GIT_RESOLUTIONS, fetch_git_tree, remember_commit
-
-    env = dict(drv.env)
-    assert drv.fixed is not None
-    with _log_writer(store, drv) as log:
-        log.write(f"{drv.builder} {env.get('url', '')}\n".encode())
-        if drv.builder == "builtin:fetchurl":
-            expected = None if drv.fixed.recursive else drv.fixed.sha256
-            got = download(env["url"], out, expected_sha256=expected, progress=options.download_progress,
-                           timeout=options.fetch_timeout or DEFAULT_TIMEOUT,
-                           retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries)
-            log.write(f"downloaded sha256:{got}\n".encode())
-        else:
-            commit = fetch_git_tree(env["url"], out, tag=env.get("tag") or None, rev=env.get("rev") or None,
-                                    submodules=env.get("submodules") == "1")
-            log.write(f"checked out {commit}\n".encode())
-            from tdxstore.store.nar import hash_path
-
-            remember_commit(store.home / GIT_RESOLUTIONS, env["url"], env.get("tag"), hash_path(out).hex, commit)
-
-
-def _run_host_builtin(store: Store, drv: Derivation, out: Path) -> None:
-    handler = _HOST_BUILTINS.get(drv.builder)
-    if handler is None:
-        raise BuildError(f"no handler is registered for {drv.builder} (derivation {drv.name!r})",
-                         hint="import the module that provides it (for builtin:mkosi: tdxstore.image.pipeline)",
-                         code="builtin-unavailable")
-    out.mkdir()
-    with _log_writer(store, drv) as log:
-        handler(store, drv, out, log)
 
 
 def _spec(store: Store, drv: Derivation, options: Options, tmp: Path, staged: dict[str, Path]) -> SandboxSpec:

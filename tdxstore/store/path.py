@@ -86,6 +86,23 @@ class StorePath:
         return cls.from_base_name(base)
 
 
+_MENTION_RE = re.compile(rf"{re.escape(STORE_DIR)}/({_HASH_RE.pattern})-({_NAME_RE.pattern})".encode())
+
+
+def mentioned_paths(data: bytes) -> set[StorePath]:
+    """Store paths written out in `data` at their logical location (`/tdx/store/<hash>-<name>…`).
+
+    A name runs to the first character not allowed in names, so `{path}/bin/x` and `"{path}"` are
+    found; trailing dots are dropped (`tar -xf {path}.` in a sentence). Invalid names are skipped.
+    """
+    found = set()
+    for m in _MENTION_RE.finditer(data):
+        name = m.group(2).decode().rstrip(".")
+        if name and not name.startswith("."):
+            found.add(StorePath(m.group(1).decode(), name))
+    return found
+
+
 def make_store_path(type_: str, inner_hex: str, name: str, store_dir: str = STORE_DIR) -> StorePath:
     """Nix `makeStorePath`: hash the fingerprint and fold it to 160 bits."""
     check_name(name)

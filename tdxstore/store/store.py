@@ -92,6 +92,16 @@ class Store:
         raise StorePathError(f"path {s!r} is not in the store",
                              hint=f"give a path under {STORE_DIR} or {str(self.root)!r}", code="not-in-store")
 
+    def logicalise(self, data: bytes) -> bytes:
+        """`data` with every physical store location (`$TDX_HOME/store/…`) written at `/tdx/store/…`.
+
+        What a TDXfile renders must not depend on where the store lives: a path from `fetch()` is
+        physical for host-side Python, and becomes logical wherever it is written into an image.
+        """
+        for root in dict.fromkeys((os.fspath(self.root), os.fspath(self.root.resolve()))):
+            data = data.replace(root.encode() + b"/", STORE_DIR.encode() + b"/")
+        return data
+
     def is_valid(self, sp: StorePath) -> bool:
         return self.db.is_valid(sp.base_name)
 
@@ -128,20 +138,31 @@ class Store:
 
     # -- adding content -------------------------------------------------------------------------
 
-    def add_path(self, src: Path, name: str | None = None) -> StorePath:
-        """Add a file or tree by the SHA-256 of its NAR (as `nix-store --add`); no work if already valid."""
+    def add_path(self, src: Path, name: str | None = None, *,
+                 references: Iterable[StorePath] = ()) -> StorePath:
+        """Add a file or tree by the SHA-256 of its NAR (as `nix-store --add`); no work if already valid.
+
+        `references` (valid paths the tree mentions, e.g. a configuration naming a fetched file) are
+        recorded and, as in Nix's `source` paths, part of the path's hash.
+        """
         src = Path(src)
         if not src.exists() and not src.is_symlink():
             raise StoreError(f"cannot add {str(src)!r}: no such file or directory", code="source-missing")
         name = name or src.name
+        refs = sorted(set(references))
+        for ref in refs:
+            if not self.is_valid(ref):
+                raise StoreError(f"cannot add {str(src)!r} with reference {ref}: that path is not valid",
+                                 hint="add or build the referenced path first", code="path-not-valid")
         digest = hash_path(src)
-        sp = make_fixed_output_path(digest.hex, name, recursive=True)
+        sp = make_fixed_output_path(digest.hex, name, recursive=True, references=refs)
         if self.is_valid(sp):
             return sp
         with self.gc_guard(), self.temp_dir("add") as tmp:
             staged = tmp / "out"
             _copy(src, staged)
-            self._install_ca(staged, sp, digest.sha256, content_address(digest.sha256, recursive=True))
+            self._install_ca(staged, sp, digest.sha256, content_address(digest.sha256, recursive=True),
+                             references=refs)
         return sp
 
     def add_flat(self, src: Path, name: str | None = None) -> StorePath:
@@ -186,11 +207,12 @@ class Store:
                              ca=f"text:sha256:{base32.encode(hashlib.sha256(data).digest())}")
         return sp
 
-    def _install_ca(self, staged: Path, sp: StorePath, expect_nar: bytes | None, ca: str) -> None:
+    def _install_ca(self, staged: Path, sp: StorePath, expect_nar: bytes | None, ca: str,
+                    references: Iterable[StorePath] = ()) -> None:
         with self.path_locks([sp]):
             if self.is_valid(sp):
                 return
-            info = self.install(staged, sp, references=(), ca=ca)
+            info = self.install(staged, sp, references=references, ca=ca)
             if expect_nar is not None and info.nar_hash != f"sha256:{expect_nar.hex()}":
                 raise StoreError(f"the content of {sp} changed while it was being added", code="source-changed")
 

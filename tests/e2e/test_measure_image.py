@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from tdxstore.cli.app import main
+from tdxstore.disk.gpt import make_disk
+from tdxstore.disk.manifest import DISK_FILE, MANIFEST_FILE, UKI_FILE
 from tdxstore.image import pipeline
-from tdxstore.image.disk import make_disk
-from tdxstore.image.firmware import realise_firmware
-from tdxstore.image.manifest import DISK_FILE, MANIFEST_FILE, UKI_FILE
+from tdxstore.image.pinned import realise_firmware
 from tdxstore.measure.authenticode import parse_pe
 from tdxstore.measure.event import Register
 from tdxstore.measure.eventlog import compare, parse_event_log

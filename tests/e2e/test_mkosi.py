@@ -15,20 +15,15 @@ from pathlib import Path
 import pytest
 
 from tdxstore._fs import remove_tree
+from tdxstore.boot import qemu
+from tdxstore.debian.mirror import declared_mirrors
 from tdxstore.errors import ImageError
-from tdxstore.image import qemu
-from tdxstore.image.mkosi import (
-    DEFAULT_CACHE_ROOT,
-    mkosi_env,
-    mkosi_store_path,
-    obtain_mkosi,
-    obtain_mkosi_in_store,
-    run_mkosi,
-)
-from tdxstore.image.mkosi_config import ImageFormat, base_config, write_config
-from tdxstore.image.mkosi_mirror import host_mirrors
-from tdxstore.image.mkosi_tar import sort_tar
+from tdxstore.image.pinned import mkosi_derivation, mkosi_python_dir
+from tdxstore.mkosi.config import ImageFormat, base_config, write_config
+from tdxstore.mkosi.run import DEFAULT_CACHE_ROOT, mkosi_env, obtain_mkosi, run_mkosi
+from tdxstore.mkosi.tar import sort_tar
 from tdxstore.sandbox import process
+from tdxstore.store.realise import realise
 from tdxstore.store.store import Store
 
 UNIT = """\
@@ -58,19 +53,20 @@ def mkosi_dir() -> Path:
 
 def test_pinned_mkosi_in_a_fresh_store(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "tdx")
-    sp = obtain_mkosi_in_store(store)
-    assert sp == mkosi_store_path() and store.is_valid(sp)
-    root = store.real_path(sp)
+    drv = mkosi_derivation(declared_mirrors().debian)  # fetch the pinned .deb by hash, unpack its tree
+    assert [d.name for d in realise(store, [drv]).built] == ["mkosi_25.3-7_all.deb", "mkosi-25.3"]
+    assert store.is_valid(drv.out)
+    root = mkosi_python_dir(store, drv.out)
     done = process.run(["python3", "-m", "mkosi", "--version"], env=mkosi_env(root, tmp_path))
     assert done.stdout.decode().strip() == "mkosi 25.3"
-    assert obtain_mkosi_in_store(store) == sp  # valid: no second download
+    assert realise(store, [drv]).built == []  # valid: no second download
 
 
 def hello_config(dest: Path, fmt: ImageFormat) -> Path:
     """The base config plus hand-written files: an extra file, a unit enabled by symlink, a postinst."""
-    cfg = base_config(fmt=fmt, mirrors=host_mirrors(), packages=("systemd",),
+    cfg = base_config(fmt=fmt, mirrors=declared_mirrors(), packages=("systemd",),
                       tools_tree="default" if fmt is ImageFormat.UKI else None)
-    write_config(cfg, dest)
+    write_config(cfg.rendered(), dest)
     (dest / "mkosi.extra/etc").mkdir(parents=True)
     (dest / "mkosi.extra/etc/hello-tdx.txt").write_text("hello from the extra tree\n")
     (dest / "mkosi.extra/etc/systemd/system").mkdir(parents=True)
@@ -116,9 +112,9 @@ def test_tar_contains_extra_unit_and_postinst(mkosi_dir: Path, tmp_path: Path) -
 
 
 def test_mkosi_failure_names_log(mkosi_dir: Path, tmp_path: Path) -> None:
-    cfg = base_config(fmt=ImageFormat.TAR, mirrors=host_mirrors(), tools_tree=None,
+    cfg = base_config(fmt=ImageFormat.TAR, mirrors=declared_mirrors(), tools_tree=None,
                       packages=("tdx-no-such-package-xyz",))
-    config = write_config(cfg, tmp_path / "config")
+    config = write_config(cfg.rendered(), tmp_path / "config")
     with pytest.raises(ImageError) as e:
         run_mkosi(mkosi_dir, config, tmp_path / "out", cache_dir=DEFAULT_CACHE_ROOT / "test-tar")
     assert e.value.code == "package-not-found"
@@ -128,7 +124,7 @@ def test_mkosi_failure_names_log(mkosi_dir: Path, tmp_path: Path) -> None:
 
 
 def test_mkosi_timeout_stops_it(mkosi_dir: Path, tmp_path: Path) -> None:
-    config = write_config(base_config(fmt=ImageFormat.TAR, mirrors=host_mirrors(), tools_tree=None),
+    config = write_config(base_config(fmt=ImageFormat.TAR, mirrors=declared_mirrors(), tools_tree=None).rendered(),
                           tmp_path / "config")
     started = time.monotonic()
     with pytest.raises(ImageError) as e:

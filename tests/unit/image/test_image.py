@@ -10,8 +10,9 @@ import pytest
 from tdxstore.builders.script import Build
 from tdxstore.errors import ConflictError, ImageError
 from tdxstore.image.hooks import Phase
-from tdxstore.image.image import Image, OutputFormat
+from tdxstore.image.image import Image
 from tdxstore.image.secret import DeliveryMethod
+from tdxstore.mkosi.config import ImageFormat
 
 HERE = Path(__file__).name
 
@@ -30,8 +31,8 @@ def assert_conflict(excinfo: pytest.ExceptionInfo[ConflictError]) -> None:
 
 def test_image_defaults_and_bases() -> None:
     image = Image("node-1")
-    assert (image.distribution, image.release, image.format) == ("debian", "bookworm", OutputFormat.UKI)
-    assert Image("x", base="debian/trixie", format="tar").format is OutputFormat.TAR
+    assert (image.distribution, image.release, image.format) == ("debian", "bookworm", ImageFormat.UKI)
+    assert Image("x", base="debian/trixie", format="tar").format is ImageFormat.TAR
     assert HERE in str(image.site)
 
 

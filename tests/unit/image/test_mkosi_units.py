@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tdxstore.boot import qemu
+from tdxstore.debian.mirror import AptMirrors, host_mirrors, parse_deb822, parse_one_line
 from tdxstore.errors import HashMismatchError, ImageError
-from tdxstore.image import qemu
-from tdxstore.image.mkosi import MKOSI_DEB_SHA256, find_artifact, mkosi_argv, verify_deb
-from tdxstore.image.mkosi_config import ImageFormat, MkosiConfig, base_config, write_config
-from tdxstore.image.mkosi_mirror import AptMirrors, host_mirrors, parse_deb822, parse_one_line
-from tdxstore.image.mkosi_tar import sort_tar
+from tdxstore.mkosi.config import ImageFormat, MkosiConfig, base_config, write_config
+from tdxstore.mkosi.run import MKOSI_DEB_SHA256, find_artifact, mkosi_argv, verify_deb
+from tdxstore.mkosi.tar import sort_tar
 
 MIRRORS = AptMirrors("http://mirror.test/debian", "http://mirror.test/debian-security")
 
@@ -87,12 +87,14 @@ def test_base_config_uki_settings() -> None:
     conf = cfg.conf_text()
     for line in ("Distribution=debian", "Release=bookworm", "Mirror=http://mirror.test/debian",
                  "Format=uki", "SourceDateEpoch=0", "CleanPackageMetadata=yes", "WithDocs=no",
-                 "Bootable=yes", "ToolsTree=default", "ToolsTreeRelease=trixie",
-                 "RemoveFiles=/var/log/alternatives.log", "RemoveFiles=/var/cache/ldconfig/aux-cache",
-                 "Packages=linux-image-cloud-amd64", "Packages=systemd-boot-efi"):
+                 "Bootable=yes", "ToolsTree=default", "ToolsTreeRelease=trixie", "RemoveFiles=", "Packages="):
         assert line + "\n" in conf, line
+    # A key given several times is written once, its values as continuation lines (the one INI writer).
+    for value in ("/var/log/alternatives.log", "/var/cache/ldconfig/aux-cache", "linux-image-cloud-amd64",
+                  "systemd-boot-efi"):
+        assert f"\n        {value}\n" in conf, value
     assert "console=ttyS0" in conf and "systemd.firstboot=off" in conf
-    assert conf.count("Packages=systemd\n") == 1
+    assert conf.count("        systemd\n") == 1
     assert conf.index("[Distribution]") < conf.index("[Output]") < conf.index("[Content]")
     sources = cfg.files["mkosi.sandbox/etc/apt/sources.list.d/mkosi.sources"].decode()
     assert "Suites: bookworm bookworm-updates bookworm-backports\n" in sources and "bookworm-security" in sources
@@ -129,7 +131,7 @@ def test_bad_config_values_rejected() -> None:
 
 def test_write_config_is_deterministic(tmp_path: Path) -> None:
     cfg = base_config(fmt=ImageFormat.DIRECTORY, mirrors=MIRRORS)
-    write_config(cfg, tmp_path / "a")
+    write_config(cfg.rendered(), tmp_path / "a")
     assert (tmp_path / "a/mkosi.conf").read_bytes() == cfg.conf_text().encode()
     assert base_config(fmt=ImageFormat.DIRECTORY, mirrors=MIRRORS).rendered() == cfg.rendered()
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tdxstore.debian.mirror import declared_mirrors
 from tdxstore.errors import ImageError
 from tdxstore.image.image import Image
-from tdxstore.image.render import render
+from tdxstore.image.pipeline import render_config
 from tdxstore.image.tdxfile import load_tdxfile
+from tdxstore.mkosi.config import ImageFormat
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -26,13 +28,13 @@ def write(path: Path, text: str) -> Path:
 def test_examples_load_and_render(example: str, name: str) -> None:
     image = load_tdxfile(ROOT / "examples" / example)
     assert image.name == name
-    out = render(image)
+    out = render_config(image, image.format, declared_mirrors({}))
     assert "mkosi.conf" in out and any(p.startswith("mkosi.extra/etc/systemd/system/") for p in out)
 
 
 def test_minimal_example_content() -> None:
     image = load_tdxfile(ROOT / "examples" / "minimal" / "TDXfile")
-    out = render(image, format="tar")
+    out = render_config(image, ImageFormat.TAR, declared_mirrors({}))
     assert b'echo "hello-tdx: started"' in out["mkosi.extra/usr/local/bin/hello-tdx"]
     assert b"StandardOutput=journal+console" in out["mkosi.extra/etc/systemd/system/hello-tdx.service"]
     assert [u.name for u in image.users] == ["hello"] and image.hooks

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 
 from tdxstore.cli.app import main
+from tdxstore.debian.mirror import MIRROR_ENV
+from tdxstore.debian.pins import OVMF_DEB
+from tdxstore.disk import gpt as diskmod
+from tdxstore.disk.manifest import DISK_FILE, MANIFEST_FILE, UKI_FILE, BuiltImage, manifest, write_manifest
 from tdxstore.errors import HashMismatchError, ImageError, MeasureError
-from tdxstore.image import disk as diskmod
-from tdxstore.image.firmware import OVMF_DEB, POOL_DIR, firmware_derivation, realise_firmware
-from tdxstore.image.manifest import DISK_FILE, MANIFEST_FILE, UKI_FILE, BuiltImage, manifest, write_manifest
-from tdxstore.image.mkosi_mirror import MIRROR_ENV
+from tdxstore.image.pinned import firmware_derivation, realise_firmware
 from tdxstore.measure.gpt import parse_gpt
 from tdxstore.measure.predict import split_image
 from tdxstore.measure.tdvf import PageAddOrder, compute_mrtd
@@ -33,11 +34,11 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A file:// Debian mirror with only the pinned ovmf .deb, selected through $TDX_DEBIAN_MIRROR."""
     measure_assets.package("ovmf")
     deb = next((measure_assets.CACHE / "debs").glob("ovmf_*.deb"))
-    pool = tmp_path / "mirror" / POOL_DIR
+    pool = tmp_path / "mirror" / OVMF_DEB.pool
     pool.mkdir(parents=True)
-    shutil.copy(deb, pool / OVMF_DEB[0])
+    shutil.copy(deb, pool / OVMF_DEB.file)
     monkeypatch.setenv(MIRROR_ENV, f"file://{tmp_path / 'mirror'}")
-    return pool / OVMF_DEB[0]
+    return pool / OVMF_DEB.file
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_firmware_with_other_bytes_is_refused(mirror: Path, store: Store) -> Non
 
 def test_manifest_has_values_and_lists_rtmr0_as_missing(built: Path, mirror: Path, store: Store) -> None:
     sp, fd = realise_firmware(store)
-    write_manifest(built, fd, sp, "ovmf test")
+    write_manifest(built, fd, sp.logical, "ovmf test")
     doc = json.loads((built / MANIFEST_FILE).read_text())
     values = doc["measurements"]
     assert values["MRTD"] == compute_mrtd(fd.read_bytes(), PageAddOrder.SINGLE_PASS).hex()
@@ -116,7 +117,7 @@ def test_manifest_refuses_firmware_without_tdvf_metadata(built: Path, store: Sto
     split = Path("/usr/share/OVMF/OVMF_CODE_4M.fd").read_bytes()
     with pytest.raises(MeasureError) as e:
         manifest((built / UKI_FILE).read_bytes(), (built / DISK_FILE).read_bytes(), split,
-                 firmware_derivation().out, "split OVMF_CODE")
+                 firmware_derivation().out.logical, "split OVMF_CODE")
     assert e.value.code.startswith("measure-")
 
 

@@ -1,4 +1,4 @@
-"""The measurement manifest of a bootable image: `measurements.json` beside `image.efi` and `image.disk` (L3).
+"""The measurement manifest of a bootable image: `measurements.json` beside `image.efi` and `image.disk` (L2).
 
 Computed at build time from the image's own bytes and the pinned firmware with the default platform
 profile: MRTD, RTMR1, RTMR2, the events, RTMR0 listed as missing (it needs blobs from the target host).
@@ -14,7 +14,6 @@ from pathlib import Path
 
 from tdxstore.errors import ImageError
 from tdxstore.measure import Register, load_profile, predict_image
-from tdxstore.store.path import StorePath
 
 UKI_FILE = "image.efi"
 DISK_FILE = "image.disk"
@@ -43,7 +42,7 @@ class BuiltImage:
         return cls(root, uki, disk if disk.is_file() else None)
 
 
-def manifest(uki: bytes, disk: bytes, firmware: bytes, firmware_path: StorePath, firmware_label: str,
+def manifest(uki: bytes, disk: bytes, firmware: bytes, firmware_path: str, firmware_label: str,
              profile_name: str = DEFAULT_PROFILE) -> dict[str, object]:
     """The manifest of an image (pure over bytes): predicted values, what is missing, the boot chain."""
     profile = load_profile(profile_name)
@@ -53,13 +52,13 @@ def manifest(uki: bytes, disk: bytes, firmware: bytes, firmware_path: StorePath,
                          detail=json.dumps(prediction.to_json()["missing"]), code="measure-incomplete")
     data = prediction.to_json()
     data["boot_chain"] = {**prediction.boot_chain, "firmware": firmware_label}
-    data["firmware_store_path"] = firmware_path.logical
+    data["firmware_store_path"] = firmware_path
     data["files"] = {"uki": UKI_FILE, "disk": DISK_FILE}
     data["version"] = MANIFEST_VERSION
     return data
 
 
-def write_manifest(out: Path, firmware_file: Path, firmware_path: StorePath, firmware_label: str) -> None:
+def write_manifest(out: Path, firmware_file: Path, firmware_path: str, firmware_label: str) -> None:
     """Write `measurements.json` into the image directory `out` (holding image.efi and image.disk)."""
     data = manifest((out / UKI_FILE).read_bytes(), (out / DISK_FILE).read_bytes(), firmware_file.read_bytes(),
                     firmware_path, firmware_label)

@@ -1,4 +1,4 @@
-"""A bootable GPT disk image holding one UKI: the "UKI on a GPT disk" boot path of TD firmware (L3).
+"""A bootable GPT disk image holding one UKI: the "UKI on a GPT disk" boot path of TD firmware (L2).
 
 One EFI system partition (FAT32) at 1 MiB with the UKI as `EFI/BOOT/BOOTX64.EFI`, the removable-media
 path the firmware's boot manager tries. The image is a pure function of the UKI's bytes: fixed disk and

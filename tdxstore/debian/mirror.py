@@ -1,8 +1,9 @@
-"""Which Debian mirror to use: an explicit setting, `$TDX_DEBIAN_MIRROR`, or the host's apt sources.
+"""Which Debian mirror a build uses: a declared input with a fixed default, never the host's apt sources.
 
-No mirror URL is written in this code: it is always read from the caller, the environment or
-/etc/apt (deb822 `*.sources` first, then one-line `sources.list` files). Pure parsing, no I/O
-except reading those files.
+`declared_mirrors()` is read once per build: `$TDX_DEBIAN_MIRROR` (and `$TDX_DEBIAN_SECURITY_MIRROR`)
+if set, else Debian's own `http://deb.debian.org/debian` (and `-security`). Two hosts whose apt sources
+differ therefore build the same image derivation. The deb822/one-line parsers remain for tools that
+want to show the host's sources; their result never reaches a hash.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from tdxstore.errors import ImageError
 
 MIRROR_ENV = "TDX_DEBIAN_MIRROR"
 SECURITY_MIRROR_ENV = "TDX_DEBIAN_SECURITY_MIRROR"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,18 @@ def pick_mirrors(sources: Iterable[_Source]) -> AptMirrors | None:
         elif debian is None and any("-" not in x and "/" not in x for x in s.suites):
             debian = s.uri
     return AptMirrors(debian, security) if debian else None
+
+
+def declared_mirrors(env: Mapping[str, str] | None = None) -> AptMirrors:
+    """The mirror a build uses: `$TDX_DEBIAN_MIRROR` (+ security) if set, else Debian's default URLs.
+
+    A user-set mirror is part of the image's hash (it is written into the mkosi configuration); the
+    host's /etc/apt is never read here.
+    """
+    env = os.environ if env is None else env
+    debian = (env.get(MIRROR_ENV) or DEFAULT_MIRROR).rstrip("/")
+    security = env.get(SECURITY_MIRROR_ENV) or (DEFAULT_SECURITY_MIRROR if not env.get(MIRROR_ENV) else None)
+    return AptMirrors(debian, security.rstrip("/") if security else None)
 
 
 def host_mirrors(*, env: Mapping[str, str] | None = None, etc: Path = Path("/etc/apt")) -> AptMirrors:

@@ -1,4 +1,4 @@
-"""`builtin:unpack-deb`: files out of a pinned Debian package, without dpkg (L3).
+"""Files out of a Debian package without dpkg (L1, pure Python): the build side of `builtin:unpack-deb`.
 
 A .deb is an `ar` archive (`!<arch>\\n`, then 60-byte member headers: name 16, mtime 12, uid 6,
 gid 6, mode 8, size 10, magic "`\\n"; data padded to even length) holding `debian-binary`,
@@ -12,14 +12,10 @@ import io
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO
 
 import zstandard
 
 from tdxstore.errors import BuildError
-from tdxstore.store.build import register_builtin
-from tdxstore.store.derivation import Derivation, derivation
-from tdxstore.store.store import Store
 
 AR_MAGIC = b"!<arch>\n"
 
@@ -68,18 +64,3 @@ def unpack(deb: Path, out: Path, prefixes: list[str]) -> list[str]:
     if not [w for w in written if (out / w).is_file()]:
         raise BuildError(f"{deb.name} has no files below {', '.join(prefixes)}", code="deb-no-files")
     return written
-
-
-def unpack_derivation(name: str, deb: Derivation, prefixes: list[str]) -> Derivation:
-    return derivation(name, "builtin:unpack-deb", env={"deb": deb.out.logical, "paths": " ".join(prefixes)},
-                      inputs=[deb])
-
-
-def _builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes]) -> None:
-    env = dict(drv.env)
-    deb = store.real_path(store.parse(env["deb"]))
-    for rel in unpack(deb, out, env["paths"].split()):
-        log.write(f"{rel}\n".encode())
-
-
-register_builtin("builtin:unpack-deb", _builtin)

@@ -1,8 +1,8 @@
-"""Pinned mkosi: obtain mkosi 25.3 from Debian's archive with apt's own client, and run it.
+"""Running the pinned mkosi 25.3 (L2), and a cached copy of it for tests that run mkosi directly.
 
-Never uses the host's mkosi or a hard-coded mirror: the mirror comes from an explicit argument,
-`$TDX_DEBIAN_MIRROR`, or the host's apt sources. The .deb is verified against the pinned SHA-256
-before it is unpacked. Every process goes through `tdxstore.sandbox.process.run`.
+Never uses the host's mkosi: builds put the pinned .deb's tree in the store; `obtain_mkosi` keeps
+an unpacked copy under a cache directory, downloaded with apt's own client from the declared mirror
+and verified against the pinned SHA-256. Every process goes through `tdxstore.sandbox.process`.
 """
 
 from __future__ import annotations
@@ -15,30 +15,22 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from tdxstore._fs import remove_tree, sha256_file, temporary_directory
+from tdxstore.debian.mirror import AptMirrors, declared_mirrors
+from tdxstore.debian.pins import MKOSI_DEB, MKOSI_PYTHON_DIR
 from tdxstore.errors import CommandError, HashMismatchError, ImageError
-from tdxstore.image.mkosi_mirror import AptMirrors, host_mirrors
 from tdxstore.sandbox import process
-from tdxstore.store.path import StorePath, make_fixed_output_path
 
-if TYPE_CHECKING:
-    from tdxstore.store.store import Store
-
-# The pin: a different mkosi gives a different image. Observed in Debian trixie/main on 2026-11-25.
-MKOSI_VERSION = "25.3"
-MKOSI_DEB_VERSION = "25.3-7"
-MKOSI_DEB_SHA256 = "ef56c81324fd47d65490e944ec4697bb3f6fb21326d0d071bfc2fb5ba5383252"
-# NAR SHA-256 of the unpacked usr/lib/python3/dist-packages tree (nix-hash --type sha256), so the
-# store path is known before downloading anything.
-MKOSI_TREE_NAR_SHA256 = "ba6f305cca316941268648518a451df607bb6ad72ea5e6eac40db5a5e6e4d00b"
-MKOSI_STORE_NAME = f"mkosi-{MKOSI_VERSION}"
+# The pin lives in tdxstore.debian.pins; builds take mkosi from the store (tdxstore.image.pinned).
+MKOSI_DEB_VERSION = MKOSI_DEB.file.split("_")[1]
+MKOSI_DEB_SHA256 = MKOSI_DEB.sha256
 MKOSI_SUITE = "trixie"
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # Where caches (unpacked mkosi, mkosi's incremental and package caches, tools tree) live by default.
 DEFAULT_CACHE_ROOT = Path("/var/tmp/tdx-mkosi-cache")
-PYTHON_SUBDIR = "usr/lib/python3/dist-packages"
+PYTHON_SUBDIR = MKOSI_PYTHON_DIR
 _LOG_TAIL_LINES = 30
 _PHASE_MARK = "\u2023"  # mkosi prefixes each step with "‣"
 
@@ -78,7 +70,7 @@ def _prepare_apt_root(root: Path, mirror: str) -> Path:
 def download_mkosi_deb(workdir: Path, *, mirror: str | None = None,
                        env: Mapping[str, str] | None = None) -> Path:
     """Download and verify the pinned mkosi .deb into `workdir`; returns the .deb path."""
-    mirrors = AptMirrors(debian=mirror) if mirror else host_mirrors(env=env)
+    mirrors = AptMirrors(debian=mirror) if mirror else declared_mirrors(env)
     apt_root = workdir / "apt"
     sources = _prepare_apt_root(apt_root, mirrors.debian)
     opts = _apt_options(apt_root, sources)
@@ -150,25 +142,6 @@ def obtain_mkosi(
             remove_tree(final)
         os.rename(tree, final)
     return final
-
-
-def mkosi_store_path() -> StorePath:
-    """The store path the pinned mkosi tree has once added (recursive content address)."""
-    return make_fixed_output_path(MKOSI_TREE_NAR_SHA256, MKOSI_STORE_NAME, recursive=True)
-
-
-def obtain_mkosi_in_store(store: Store, *, mirror: str | None = None,
-                          env: Mapping[str, str] | None = None) -> StorePath:
-    """The pinned mkosi as a store path (PYTHONPATH = `store.real_path(sp)`); no download if valid."""
-    want = mkosi_store_path()
-    if store.is_valid(want):
-        return want
-    with store.temp_dir("mkosi-dl") as work:
-        deb = download_mkosi_deb(work, mirror=mirror, env=env)
-        got = store.add_path(unpack_deb(deb, work / "python"), name=MKOSI_STORE_NAME)
-    if got != want:
-        raise HashMismatchError(f"unpacked mkosi tree of {deb.name}", want.logical, got.logical)
-    return got
 
 
 def mkosi_env(mkosi_dir: Path, home: Path) -> dict[str, str]:

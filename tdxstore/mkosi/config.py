@@ -1,20 +1,21 @@
-"""The base mkosi 25.3 configuration for reproducible Debian bookworm images, as data.
+"""The one mkosi 25.3 configuration of tdx: base settings, the output formats, the INI writer (L2).
 
 `base_config()` is pure: settings (section -> [(key, value)]) plus extra files (the apt sources of
-the sandbox and tools-tree sandbox trees). `write_config()` puts them on disk. No mirror is
-hard-coded here: the caller passes `AptMirrors` (see mkosi_mirror.py).
+the sandbox and tools-tree sandbox trees). `conf_text()` is the only INI writer and `write_config()`
+the only place a configuration directory is written (scripts executable). The mirror is an
+argument (`tdxstore.debian.mirror.declared_mirrors`), never read here.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from tdxstore._fs import atomic_write
+from tdxstore.debian.mirror import AptMirrors
 from tdxstore.errors import ImageError
-from tdxstore.image.mkosi_mirror import AptMirrors
 
 DEFAULT_SEED = "7d8e4d1a-2b53-4c5e-9a61-3f0c2e6b7a10"  # any fixed UUID; it seeds partition/FS UUIDs
 DEFAULT_RELEASE = "bookworm"
@@ -39,14 +40,23 @@ NON_REPRODUCIBLE_FILES = (
 )
 
 SECTION_ORDER = ("Distribution", "Output", "Content", "Build")
+# mkosi runs every file of these directories as a script, so they are written executable.
+SCRIPT_DIRS = ("mkosi.prepare.d/", "mkosi.build.d/", "mkosi.postinst.d/", "mkosi.finalize.d/")
+
+Settings = dict[str, list[tuple[str, str]]]
 
 
 class ImageFormat(StrEnum):
-    """Output formats of the base configuration."""
+    """The output formats an image can be built as (the value is mkosi's `Format=`)."""
 
     TAR = "tar"
     DIRECTORY = "directory"
     UKI = "uki"
+    DISK = "disk"
+
+    @property
+    def bootable(self) -> bool:
+        return self in (ImageFormat.UKI, ImageFormat.DISK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +77,38 @@ class MkosiConfig:
                                      code="bad-mkosi-config")
 
     def conf_text(self) -> str:
-        """mkosi.conf: known sections first in a fixed order, keys in insertion order."""
-        order = [s for s in SECTION_ORDER if s in self.settings]
-        order += sorted(s for s in self.settings if s not in SECTION_ORDER)
-        blocks = []
-        for section in order:
-            lines = [f"[{section}]"] + [f"{k}={v}" for k, v in self.settings[section]]
-            blocks.append("\n".join(lines))
-        return "\n\n".join(blocks) + "\n"
+        return conf_text(self.settings)
 
     def rendered(self) -> dict[str, bytes]:
         """Every file of the config dir, mkosi.conf included, sorted by path."""
         out = {"mkosi.conf": self.conf_text().encode(), **self.files}
         return dict(sorted(out.items()))
+
+
+def conf_text(settings: Mapping[str, Sequence[tuple[str, str]]]) -> str:
+    """INI text in mkosi's format: known sections first in a fixed order, keys in first-seen order;
+    a key given several times becomes one key with continuation lines."""
+    order = [s for s in SECTION_ORDER if s in settings]
+    order += sorted(s for s in settings if s not in SECTION_ORDER)
+    blocks = []
+    for section in order:
+        lines = [f"[{section}]"]
+        grouped: dict[str, list[str]] = {}
+        for key, value in settings[section]:
+            grouped.setdefault(key, []).append(value)
+        for key, values in grouped.items():
+            if len(values) == 1:
+                lines.append(f"{key}={values[0]}")
+            else:
+                lines.append(f"{key}=")
+                lines.extend(f"        {v}" for v in values)
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def is_executable(relative_path: str) -> bool:
+    """True for files that must be written executable (mkosi runs the scripts directly)."""
+    return relative_path.startswith(SCRIPT_DIRS)
 
 
 def apt_sources(mirrors: AptMirrors, release: str, *, updates: bool = True, security: bool = True,
@@ -165,12 +194,13 @@ def _tools_tree_settings(tools_tree: str, mirrors: AptMirrors) -> list[tuple[str
     ]
 
 
-def write_config(config: MkosiConfig, dest: Path) -> Path:
-    """Write every file of `config` under `dest` (created); returns `dest`."""
+def write_config(files: Mapping[str, bytes], dest: Path) -> Path:
+    """Write a configuration directory ({relative path: bytes}) under `dest` (created); returns `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
-    for rel, data in config.rendered().items():
+    for rel, data in files.items():
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, data, mode=0o644)
+        target.write_bytes(data)  # a scratch directory (added to the store next): no fsync per file
+        target.chmod(0o755 if is_executable(rel) else 0o644)
     os.chmod(dest, 0o755)
     return dest

@@ -1,0 +1,127 @@
+"""The build side of `builtin:mkosi` (L2): one mkosi run over a stored configuration, into `out`.
+
+The store layer resolves every input to a host path and calls `assemble`; nothing here reads the
+store database or a derivation. Host locations (tools tree, extra trees, the store for hooks) are
+written into a per-run configuration drop-in, never into the stored configuration, so its hash
+names no host path. A tar is re-packed sorted; a UKI gets its GPT disk and measurement manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from tdxstore._fs import remove_tree
+from tdxstore.disk.gpt import make_disk
+from tdxstore.disk.manifest import DISK_FILE, write_manifest
+from tdxstore.errors import TdxError
+from tdxstore.mkosi.config import ImageFormat
+from tdxstore.mkosi.run import run_mkosi
+from tdxstore.mkosi.tar import sort_tar
+
+TOOLS = "tools"  # the `format` of the derivation that builds mkosi's tools tree
+ARTIFACT = {ImageFormat.TAR: "image.tar", ImageFormat.DIRECTORY: "image.tar", ImageFormat.UKI: "image.efi"}
+BUILDS_CONF = "mkosi.conf.d/90-tdx-builds.conf"
+TOOLS_CONF = "mkosi.conf.d/80-tdx-tools.conf"
+
+
+@dataclass(frozen=True, slots=True)
+class Firmware:
+    """The pinned firmware a UKI's manifest is computed over: its file and how the manifest names it."""
+
+    file: Path
+    store_path: str  # logical, so the image's references name it
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One mkosi run: inputs as host paths; `fmt` None builds the tools tree itself."""
+
+    mkosi: Path  # the directory to put on PYTHONPATH
+    config: Path  # the stored configuration (read-only; copied before use)
+    fmt: ImageFormat | None
+    tools_tree: Path | None = None
+    extra_trees: Sequence[Path] = ()
+    store_root: Path | None = None  # mounted for scripts at /work/src/tdx/store when hooks name store paths
+    store_target: str = "tdx/store"
+    firmware: Firmware | None = None
+
+
+def assemble(run: Run, out: Path, *, work: Path, cache_root: Path, log: IO[bytes], log_name: str) -> None:
+    """Run mkosi for `run` in `work` and fill the (existing, empty) directory `out` with the image.
+
+    `log_name` is how the caller's user reads the log later (`tdx log …`); it replaces the work
+    directory's log path in errors, because `work` disappears with the build.
+    """
+    config = work / "config"
+    shutil.copytree(run.config, config, symlinks=True)
+    for root, dirs, files in os.walk(config):
+        for n in dirs + files:
+            p = Path(root) / n
+            if not p.is_symlink():
+                p.chmod(p.stat().st_mode | 0o200)
+    config.chmod(0o755)
+    _write_drop_ins(run, config)
+    mlog = work / "mkosi.log"
+    try:
+        artifact = run_mkosi(run.mkosi, config, work / "output", cache_dir=cache_root / _cache_key(config),
+                             package_cache_dir=cache_root / "packages", workspace=work / "ws", log_path=mlog,
+                             force=run.fmt is None, output_name=TOOLS if run.fmt is None else "image")
+    except TdxError as e:
+        cause = e.hint if e.code != "mkosi-failed" and e.hint else None
+        e.hint = f"{cause}; full log: {log_name}" if cause else f"read the full log: {log_name}"
+        e.detail = (e.detail or "").replace(f"(log: {mlog})", f"(full log: {log_name})")
+        raise
+    finally:
+        if mlog.exists():
+            log.write(mlog.read_bytes())
+    if run.fmt is None:  # the tools tree itself is the output
+        out.rmdir()
+        os.rename(artifact, out)
+    elif run.fmt is ImageFormat.UKI:
+        shutil.copyfile(artifact, out / ARTIFACT[run.fmt])
+        if run.firmware is not None:
+            make_disk(out / ARTIFACT[run.fmt], out / DISK_FILE, work)
+            write_manifest(out, run.firmware.file, run.firmware.store_path, run.firmware.label)
+    else:
+        sort_tar(artifact, out / ARTIFACT[run.fmt])
+    remove_tree(work / "output")
+
+
+def _write_drop_ins(run: Run, config: Path) -> None:
+    """Host locations for this run only: the tools tree, extra trees, the store for hooks."""
+    if run.tools_tree is not None:
+        (config / TOOLS_CONF).parent.mkdir(exist_ok=True)
+        (config / TOOLS_CONF).write_text(f"[Build]\nToolsTree={run.tools_tree}\n")
+    conf = ("[Content]\n" + "".join(f"ExtraTrees={b}\n" for b in run.extra_trees)) if run.extra_trees else ""
+    if run.store_root is not None:
+        # mkosi mounts BuildSources for every script at /work/src/<target>; the hooks link /tdx/store
+        # to it. Ephemeral: an overlay, so a hook cannot write into the store.
+        conf += f"[Build]\nBuildSources={run.store_root}:{run.store_target}\nBuildSourcesEphemeral=yes\n"
+    if conf:
+        (config / BUILDS_CONF).parent.mkdir(exist_ok=True)
+        (config / BUILDS_CONF).write_text(conf)
+
+
+def _cache_key(config: Path) -> str:
+    """Which incremental cache a configuration uses.
+
+    mkosi keeps ONE incremental cache per distribution~release~architecture and throws it away when
+    the package set differs, so a tar and a uki image (or two images) would evict each other. One
+    cache directory per package-affecting setting (distribution, packages, prepare scripts) keeps
+    each warm; mkosi still checks its own manifest before reusing one, so a wrong guess only costs time.
+    """
+    h = hashlib.sha256()
+    conf = (config / "mkosi.conf").read_text()
+    h.update("\n".join(line for line in conf.splitlines()
+                       if not line.startswith(("KernelCommandLine=", "ExtraTrees=", "ImageId="))).encode())
+    prepare = config / "mkosi.prepare.d"
+    for f in sorted(prepare.iterdir()) if prepare.is_dir() else []:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return f"incremental-{h.hexdigest()[:16]}"

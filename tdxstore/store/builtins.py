@@ -1,0 +1,142 @@
+"""The store's builtin builders, in one table (L2): what a `builtin:*` derivation runs, in this process.
+
+`BUILTINS` is the only list of them; `build.py` reads it and nothing registers into it, so any
+store (and `tdx realise X.drv`) can build every derivation a TDXfile produces. Each entry maps the
+derivation's environment (logical store paths) to host paths and calls a lower-layer library
+(`fetch`, `debian`, `mkosi`); constructors of builtin derivations live here too. Fixed-output
+builtins may use the network; the others get only their inputs. None of them registers a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from tdxstore.debian.deb import unpack
+from tdxstore.debian.pins import FIRMWARE_FILE, FIRMWARE_LABEL, MKOSI_PYTHON_DIR
+from tdxstore.errors import BuildError
+from tdxstore.store.derivation import Derivation, FixedOutput, derivation
+from tdxstore.store.path import STORE_DIR
+from tdxstore.store.store import Store
+
+if TYPE_CHECKING:
+    from tdxstore.store.realise import Options
+
+#: (store, derivation, output path to create, log stream, options) -> None
+Handler = Callable[[Store, Derivation, Path, IO[bytes], "Options"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Builtin:
+    """One builtin builder: its handler and whether it must be a fixed-output derivation."""
+
+    handler: Handler
+    fixed_output: bool
+    why: str  # why it does not run in bubblewrap (docs/architecture.md shows the table)
+
+
+def _fetchurl(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:
+    from tdxstore.fetch.download import DEFAULT_RETRIES, DEFAULT_TIMEOUT, download
+
+    env = dict(drv.env)
+    assert drv.fixed is not None
+    log.write(f"{drv.builder} {env['url']}\n".encode())
+    expected = None if drv.fixed.recursive else drv.fixed.sha256
+    got = download(env["url"], out, expected_sha256=expected, progress=options.download_progress,
+                   timeout=options.fetch_timeout or DEFAULT_TIMEOUT,
+                   retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries)
+    log.write(f"downloaded sha256:{got}\n".encode())
+
+
+def _fetchgit(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:
+    from tdxstore.fetch.git import GIT_RESOLUTIONS, fetch_git_tree, remember_commit
+    from tdxstore.store.nar import hash_path
+
+    env = dict(drv.env)
+    log.write(f"{drv.builder} {env['url']}\n".encode())
+    commit = fetch_git_tree(env["url"], out, tag=env.get("tag") or None, rev=env.get("rev") or None,
+                            submodules=env.get("submodules") == "1")
+    log.write(f"checked out {commit}\n".encode())
+    remember_commit(store.home / GIT_RESOLUTIONS, env["url"], env.get("tag"), hash_path(out).hex, commit)
+
+
+def _unpack_deb(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:
+    env = dict(drv.env)
+    out.mkdir()
+    for rel in unpack(store.real_path(store.parse(env["deb"])), out, env["paths"].split()):
+        log.write(f"{rel}\n".encode())
+
+
+def _mkosi(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:
+    from tdxstore.mkosi.build import TOOLS, Firmware, Run, assemble
+    from tdxstore.mkosi.config import ImageFormat
+
+    env = dict(drv.env)
+
+    def real(key: str) -> Path:
+        return store.real_path(store.parse(env[key]))
+
+    firmware = None
+    if env.get("firmware"):
+        file = real("firmware") / FIRMWARE_FILE
+        if not file.is_file():
+            raise BuildError(f"{env['firmware']} holds no {FIRMWARE_FILE}", code="firmware-missing",
+                             hint="the image derivation's firmware input must be the pinned Debian ovmf")
+        firmware = Firmware(file, env["firmware"], FIRMWARE_LABEL)
+    run = Run(mkosi=real("mkosi") / MKOSI_PYTHON_DIR, config=real("config"),
+              fmt=None if env["format"] == TOOLS else ImageFormat(env["format"]),
+              tools_tree=real("tools") if env.get("tools") else None,
+              extra_trees=[store.real_path(store.parse(b)) for b in env.get("builds", "").split()],
+              store_root=store.root if env.get("sources") else None, store_target=STORE_DIR.lstrip("/"),
+              firmware=firmware)
+    out.mkdir()
+    with store.temp_dir("mkosi") as work:
+        assemble(run, out, work=work, cache_root=store.home / "cache" / "mkosi", log=log,
+                 log_name=f"tdx log {drv.drv_path}")
+
+
+BUILTINS: dict[str, Builtin] = {
+    "builtin:fetchurl": Builtin(_fetchurl, True, "fixed output: network allowed, hash checked"),
+    "builtin:fetchgit": Builtin(_fetchgit, True, "fixed output: network allowed, NAR hash checked; "
+                                                  "git itself runs in bwrap"),
+    "builtin:unpack-deb": Builtin(_unpack_deb, False, "pure Python over a pinned .deb; no root file "
+                                                      "system is needed"),
+    "builtin:mkosi": Builtin(_mkosi, False, "mkosi needs root-like privileges and its own sandbox, and "
+                                            "downloads Debian packages until they are pinned"),
+}
+
+
+def run_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:
+    """Build `drv` (a `builtin:*` derivation) into the not yet existing `out`."""
+    entry = BUILTINS.get(drv.builder)
+    if entry is None:
+        raise BuildError(f"derivation {drv.name!r} names the unknown builtin builder {drv.builder!r}",
+                         hint=f"known builtins: {', '.join(sorted(BUILTINS))}", code="builtin-unavailable")
+    if entry.fixed_output != (drv.fixed is not None):
+        kind = "a fixed-output" if entry.fixed_output else "an input-addressed"
+        raise BuildError(f"{drv.builder} builds only {kind} derivation, and {drv.name!r} is not one",
+                         code="builtin-misused")
+    entry.handler(store, drv, out, log, options)
+
+
+# -- constructors of builtin derivations ------------------------------------------------------------
+
+def fetchurl_derivation(url: str, hex_digest: str, name: str) -> Derivation:
+    """The fixed-output derivation of a flat download: its path depends on (hash, name) only."""
+    return derivation(name, "builtin:fetchurl", env={"url": url}, fixed=FixedOutput(hex_digest))
+
+
+def fetchgit_derivation(url: str, tag: str | None, rev: str | None, hex_digest: str, name: str,
+                        submodules: bool = False) -> Derivation:
+    """The fixed-output derivation of a git checkout (tree without .git, NAR SHA-256)."""
+    env = {"url": url, "tag": tag or "", "rev": rev or "", "submodules": "1" if submodules else ""}
+    return derivation(name, "builtin:fetchgit", env={k: v for k, v in env.items() if v},
+                      fixed=FixedOutput(hex_digest, recursive=True))
+
+
+def unpack_derivation(name: str, deb: Derivation, prefixes: list[str]) -> Derivation:
+    """The files of a fetched .deb below `prefixes` (relative paths), as one store path."""
+    return derivation(name, "builtin:unpack-deb", env={"deb": deb.out.logical, "paths": " ".join(prefixes)},
+                      inputs=[deb])
