@@ -3,7 +3,8 @@
 The store layer resolves every input to a host path and calls `assemble`; nothing here reads the
 store database or a derivation. Host locations (tools tree, extra trees, the store for hooks) are
 written into a per-run configuration drop-in, never into the stored configuration, so its hash
-names no host path. A tar is re-packed sorted; a UKI gets its GPT disk and measurement manifest.
+names no host path. A tar is re-packed sorted; a UKI is copied as it is (its disk and manifest are
+`tdxstore.disk`'s job).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from pathlib import Path
 from typing import IO
 
 from tdxstore._fs import remove_tree
-from tdxstore.disk.gpt import make_disk
-from tdxstore.disk.manifest import DISK_FILE, write_manifest
 from tdxstore.errors import TdxError
 from tdxstore.mkosi.config import ImageFormat
 from tdxstore.mkosi.run import run_mkosi
@@ -28,15 +27,6 @@ TOOLS = "tools"  # the `format` of the derivation that builds mkosi's tools tree
 ARTIFACT = {ImageFormat.TAR: "image.tar", ImageFormat.DIRECTORY: "image.tar", ImageFormat.UKI: "image.efi"}
 BUILDS_CONF = "mkosi.conf.d/90-tdx-builds.conf"
 TOOLS_CONF = "mkosi.conf.d/80-tdx-tools.conf"
-
-
-@dataclass(frozen=True, slots=True)
-class Firmware:
-    """The pinned firmware a UKI's manifest is computed over: its file and how the manifest names it."""
-
-    file: Path
-    store_path: str  # logical, so the image's references name it
-    label: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +40,6 @@ class Run:
     extra_trees: Sequence[Path] = ()
     store_root: Path | None = None  # mounted for scripts at /work/src/tdx/store when hooks name store paths
     store_target: str = "tdx/store"
-    firmware: Firmware | None = None
 
 
 def assemble(run: Run, out: Path, *, work: Path, cache_root: Path, log: IO[bytes], log_name: str) -> None:
@@ -86,9 +75,6 @@ def assemble(run: Run, out: Path, *, work: Path, cache_root: Path, log: IO[bytes
         os.rename(artifact, out)
     elif run.fmt is ImageFormat.UKI:
         shutil.copyfile(artifact, out / ARTIFACT[run.fmt])
-        if run.firmware is not None:
-            make_disk(out / ARTIFACT[run.fmt], out / DISK_FILE, work)
-            write_manifest(out, run.firmware.file, run.firmware.store_path, run.firmware.label)
     else:
         sort_tar(artifact, out / ARTIFACT[run.fmt])
     remove_tree(work / "output")

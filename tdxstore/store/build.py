@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import zstandard
 
@@ -24,10 +25,28 @@ from tdxstore.store.derivation import Derivation
 from tdxstore.store.path import StorePath
 from tdxstore.store.store import Store
 
-if TYPE_CHECKING:
-    from tdxstore.store.realise import Options
-
 Install = Callable[[dict[str, Path]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    jobs: int = 1
+    keep_failed: bool = False
+    no_sandbox: bool = False
+    timeout: float | None = None  # default wall-clock limit when a derivation sets none
+    max_silent: float | None = None
+    cores: int = 1
+    fetch_timeout: float | None = None  # builtin fetchers: seconds without progress before giving up
+    fetch_retries: int | None = None
+    download_progress: Callable[[int, int | None], None] | None = None
+
+
+def input_closure(store: Store, drv: Derivation) -> list[StorePath]:
+    """Every store path a build of `drv` may see (its inputs and root, with their references)."""
+    starts: list[StorePath] = list(drv.input_srcs)
+    for i in drv.input_drvs:
+        starts.extend(i.output_paths.values())
+    return sorted(store.closure(starts))
 
 
 def log_file(store: Store, drv: Derivation) -> Path:
@@ -76,8 +95,6 @@ def run_builder(store: Store, drv: Derivation, options: Options, install: Instal
 
 
 def _spec(store: Store, drv: Derivation, options: Options, tmp: Path, staged: dict[str, Path]) -> SandboxSpec:
-    from tdxstore.store.realise import input_closure
-
     root = drv.root_path
     assert root is not None
     build = tmp / "build"

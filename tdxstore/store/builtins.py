@@ -22,7 +22,7 @@ from tdxstore.store.path import STORE_DIR
 from tdxstore.store.store import Store
 
 if TYPE_CHECKING:
-    from tdxstore.store.realise import Options
+    from tdxstore.store.build import Options
 
 #: (store, derivation, output path to create, log stream, options) -> None
 Handler = Callable[[Store, Derivation, Path, IO[bytes], "Options"], None]
@@ -70,7 +70,9 @@ def _unpack_deb(store: Store, drv: Derivation, out: Path, log: IO[bytes], option
 
 
 def _mkosi(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:
-    from tdxstore.mkosi.build import TOOLS, Firmware, Run, assemble
+    from tdxstore.disk.gpt import make_disk
+    from tdxstore.disk.manifest import DISK_FILE, UKI_FILE, write_manifest
+    from tdxstore.mkosi.build import TOOLS, Run, assemble
     from tdxstore.mkosi.config import ImageFormat
 
     env = dict(drv.env)
@@ -79,22 +81,23 @@ def _mkosi(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Op
         return store.real_path(store.parse(env[key]))
 
     firmware = None
-    if env.get("firmware"):
-        file = real("firmware") / FIRMWARE_FILE
-        if not file.is_file():
+    if env.get("firmware"):  # a bootable image: its GPT disk and measurement manifest
+        firmware = real("firmware") / FIRMWARE_FILE
+        if not firmware.is_file():
             raise BuildError(f"{env['firmware']} holds no {FIRMWARE_FILE}", code="firmware-missing",
                              hint="the image derivation's firmware input must be the pinned Debian ovmf")
-        firmware = Firmware(file, env["firmware"], FIRMWARE_LABEL)
     run = Run(mkosi=real("mkosi") / MKOSI_PYTHON_DIR, config=real("config"),
               fmt=None if env["format"] == TOOLS else ImageFormat(env["format"]),
               tools_tree=real("tools") if env.get("tools") else None,
               extra_trees=[store.real_path(store.parse(b)) for b in env.get("builds", "").split()],
-              store_root=store.root if env.get("sources") else None, store_target=STORE_DIR.lstrip("/"),
-              firmware=firmware)
+              store_root=store.root if env.get("sources") else None, store_target=STORE_DIR.lstrip("/"))
     out.mkdir()
     with store.temp_dir("mkosi") as work:
         assemble(run, out, work=work, cache_root=store.home / "cache" / "mkosi", log=log,
                  log_name=f"tdx log {drv.drv_path}")
+        if firmware is not None:
+            make_disk(out / UKI_FILE, out / DISK_FILE, work)
+            write_manifest(out, firmware, env["firmware"], FIRMWARE_LABEL)
 
 
 BUILTINS: dict[str, Builtin] = {

@@ -4,19 +4,20 @@ A `Derivation` names a builder (an argv run inside a root file system that is it
 or a `builtin:` builder for fixed-output fetches), its environment and its inputs (other derivations
 or store paths). Its output paths follow Nix: the hash *modulo* fixed-output inputs, so a fetch
 whose URL changes but whose content hash does not rebuilds nothing downstream. Values are frozen;
-derived hashes are cached on first use. Encoding lives in `drvcodec.py`.
+derived hashes are cached on first use. The wire format lives in `drvcodec.py`; `decode` rebuilds one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from tdxstore.errors import DerivationError
+from tdxstore.store.drvcodec import decode_record, encode, encode_for_modulo
 from tdxstore.store.path import (
     StorePath,
     check_name,
@@ -161,16 +162,12 @@ class Derivation:
             mode = "r:" if self.fixed.recursive else ""
             out = self.output_paths["out"].logical
             return hashlib.sha256(f"fixed:out:{mode}sha256:{self.fixed.sha256}:{out}".encode()).hexdigest()
-        from tdxstore.store.drvcodec import encode_for_modulo
-
         return hashlib.sha256(encode_for_modulo(self)).hexdigest()
 
     @cached_property
     def output_paths(self) -> dict[str, StorePath]:
         if self.fixed is not None:
             return {"out": make_fixed_output_path(self.fixed.sha256, self.name, recursive=self.fixed.recursive)}
-        from tdxstore.store.drvcodec import encode_for_modulo
-
         h = hashlib.sha256(encode_for_modulo(self)).hexdigest()
         return {o: make_output_path(h, self.name, o) for o in self.outputs}
 
@@ -181,8 +178,6 @@ class Derivation:
 
     @cached_property
     def encoded(self) -> bytes:
-        from tdxstore.store.drvcodec import encode
-
         return encode(self)
 
     @cached_property
@@ -205,3 +200,28 @@ def derivation(name: str, builder: str, args: Sequence[str] = (), *, env: Mappin
     return Derivation(name=name, builder=builder, args=tuple(args), env=tuple((env or {}).items()), root=root,
                       inputs=tuple(inputs), outputs=tuple(outputs), fixed=fixed, timeout=timeout,
                       max_silent=max_silent)
+
+
+def decode(data: bytes, load_input: Callable[[StorePath], Derivation], where: str = "derivation") -> Derivation:
+    """Rebuild a Derivation from its encoding; `load_input` resolves input .drv paths (recursively)."""
+    rec = decode_record(data, where)
+    inputs: list[Derivation | StorePath] = [load_input(StorePath.parse(p)) for p in sorted(rec["inputDrvs"])]
+    srcs = [StorePath.parse(p) for p in rec["inputSrcs"]]
+    root: Derivation | StorePath | None = None
+    if "root" in rec:
+        root_sp = StorePath.parse(rec["root"])
+        matches = [d for d in inputs if isinstance(d, Derivation) and root_sp in d.output_paths.values()]
+        root = matches[0] if matches else root_sp
+    inputs = [i for i in inputs if i is not root] + [s for s in srcs if s != root]
+    fixed = None
+    out = rec["outputs"].get("out", {})
+    if "hash" in out:
+        fixed = FixedOutput(out["hash"], out.get("mode") == "recursive")
+    drv = Derivation(name=rec["name"], builder=rec["builder"], args=tuple(rec["args"]),
+                     env=tuple(rec["env"].items()), root=root, inputs=tuple(inputs),
+                     outputs=tuple(sorted(rec["outputs"])), fixed=fixed, timeout=rec.get("timeout"),
+                     max_silent=rec.get("maxSilent"))
+    if drv.encoded != data:
+        raise DerivationError(f"{where}: its recorded output paths or inputs do not match its contents",
+                              code="drv-malformed")
+    return drv

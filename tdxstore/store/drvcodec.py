@@ -3,7 +3,8 @@
 Encoding: one CBOR map, RFC 8949 §4.2 deterministic (cbor2 `canonical=True`: shortest integers,
 definite lengths, map keys sorted by their encoded bytes), text strings only, no floats, no tags;
 optional fields (`timeout`, `maxSilent`) are omitted when unset so adding a field never changes old
-hashes. Decoding fails closed: unknown or missing keys, wrong types and non-canonical bytes are errors.
+hashes. `decode_record` fails closed: unknown or missing keys, wrong types and non-canonical bytes
+are errors (`derivation.decode` rebuilds the model from a record).
 
     {"version": 1, "name": str, "builder": str, "args": [str], "env": {str: str},
      "root": str?, "inputSrcs": [path], "inputDrvs": {drv path: [output]},
@@ -13,14 +14,14 @@ hashes. Decoding fails closed: unknown or missing keys, wrong types and non-cano
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 
 from tdxstore.errors import DerivationError
-from tdxstore.store.derivation import Derivation, FixedOutput
-from tdxstore.store.path import StorePath
+
+if TYPE_CHECKING:  # the model imports this codec, never the other way round at run time
+    from tdxstore.store.derivation import Derivation
 
 VERSION = 1
 _REQUIRED = {"version", "name", "builder", "args", "env", "inputSrcs", "inputDrvs", "outputs"}
@@ -105,28 +106,3 @@ def _check_types(rec: dict[str, Any], where: str) -> None:
           and isinstance(rec.get("root", ""), str))
     if not ok:
         raise DerivationError(f"{where}: a field has the wrong type", code="drv-malformed")
-
-
-def decode(data: bytes, load_input: Callable[[StorePath], Derivation], where: str = "derivation") -> Derivation:
-    """Rebuild a Derivation from its encoding; `load_input` resolves input .drv paths (recursively)."""
-    rec = decode_record(data, where)
-    inputs: list[Derivation | StorePath] = [load_input(StorePath.parse(p)) for p in sorted(rec["inputDrvs"])]
-    srcs = [StorePath.parse(p) for p in rec["inputSrcs"]]
-    root: Derivation | StorePath | None = None
-    if "root" in rec:
-        root_sp = StorePath.parse(rec["root"])
-        matches = [d for d in inputs if isinstance(d, Derivation) and root_sp in d.output_paths.values()]
-        root = matches[0] if matches else root_sp
-    inputs = [i for i in inputs if i is not root] + [s for s in srcs if s != root]
-    fixed = None
-    out = rec["outputs"].get("out", {})
-    if "hash" in out:
-        fixed = FixedOutput(out["hash"], out.get("mode") == "recursive")
-    drv = Derivation(name=rec["name"], builder=rec["builder"], args=tuple(rec["args"]),
-                     env=tuple(rec["env"].items()), root=root, inputs=tuple(inputs),
-                     outputs=tuple(sorted(rec["outputs"])), fixed=fixed, timeout=rec.get("timeout"),
-                     max_silent=rec.get("maxSilent"))
-    if drv.encoded != data:
-        raise DerivationError(f"{where}: its recorded output paths or inputs do not match its contents",
-                              code="drv-malformed")
-    return drv

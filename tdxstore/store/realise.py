@@ -24,9 +24,9 @@ from pathlib import Path
 
 from tdxstore._fs import sha256_file
 from tdxstore.errors import BuildError, DerivationError, HashMismatchError, TdxError
-from tdxstore.store.build import run_builder
-from tdxstore.store.derivation import Derivation
-from tdxstore.store.drvcodec import decode
+from tdxstore.store.build import Options as Options  # re-exported: realise(…, Options(…)) is the API
+from tdxstore.store.build import input_closure, run_builder
+from tdxstore.store.derivation import Derivation, decode
 from tdxstore.store.path import StorePath
 from tdxstore.store.store import Store
 
@@ -34,19 +34,6 @@ log = logging.getLogger(__name__)
 
 #: progress(event, derivation, detail): events "valid", "build", "built", "failed".
 Progress = Callable[[str, Derivation, str], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    jobs: int = 1
-    keep_failed: bool = False
-    no_sandbox: bool = False
-    timeout: float | None = None  # default wall-clock limit when a derivation sets none
-    max_silent: float | None = None
-    cores: int = 1
-    fetch_timeout: float | None = None  # builtin fetchers: seconds without progress before giving up
-    fetch_retries: int | None = None
-    download_progress: Callable[[int, int | None], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +116,10 @@ def _outputs_valid(store: Store, drv: Derivation) -> bool:
     return all(store.is_valid(p) for p in drv.output_paths.values())
 
 
-def realise(store: Store, targets: Sequence[Derivation], options: Options = Options(),
+def realise(store: Store, targets: Sequence[Derivation], options: Options | None = None,
             progress: Progress | None = None) -> Result:
     """Make every output of `targets` valid; returns their paths and what was built."""
+    options = options or Options()
     with store.gc_guard():
         instantiate(store, targets)
         todo = plan(store, targets)
@@ -210,7 +198,7 @@ def _check_inputs_valid(store: Store, drv: Derivation) -> None:
 
 
 def _install(store: Store, drv: Derivation, staged: dict[str, Path], *, impure: bool) -> None:
-    candidates = _input_closure(store, drv)
+    candidates = input_closure(store, drv)
     for o, sp in sorted(drv.output_paths.items()):
         tree = staged[o]
         if drv.fixed is not None:
@@ -248,18 +236,6 @@ def _check_fixed(drv: Derivation, tree: Path) -> None:
     if got != drv.fixed.sha256:
         what = dict(drv.env).get("url") or drv.name
         raise HashMismatchError(what, f"sha256:{drv.fixed.sha256}", f"sha256:{got}")
-
-
-def _input_closure(store: Store, drv: Derivation) -> list[StorePath]:
-    starts: list[StorePath] = list(drv.input_srcs)
-    for i in drv.input_drvs:
-        starts.extend(i.output_paths.values())
-    return sorted(store.closure(starts))
-
-
-def input_closure(store: Store, drv: Derivation) -> list[StorePath]:
-    """Every store path a build of `drv` may see (its inputs and root, with their references)."""
-    return _input_closure(store, drv)
 
 
 def outputs_of(targets: Iterable[Derivation]) -> list[StorePath]:
