@@ -16,6 +16,11 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _warn(warnings: tuple[str, ...]) -> None:
+    for w in warnings:
+        _say(f"warning: {w}")
+
+
 def build_cmd(
     tdxfile: Path = typer.Argument(Path("TDXfile"), help="The TDXfile (or a directory holding one)."),
     out: Path = typer.Option(Path("out"), "--output", "-o", help="Where to link the built image."),
@@ -35,12 +40,14 @@ def build_cmd(
         from tdxstore.mkosi.config import write_config
 
         p = pipeline.evaluate(tdxfile, fmt, Store.open())
+        _warn(p.warnings)
         write_config(p.config, emit_mkosi)
         _say(f"wrote the mkosi configuration of {p.image.name!r} ({p.fmt.value}) to {emit_mkosi}")
         return
     store = Store.open()
     if dry_run:
         p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt, store))
+        _warn(p.warnings)
         d = pipeline.dry_run(store, p)
         print(f"image {d.image.out} {'(valid: nothing to do)' if d.image_valid else '(would be built by mkosi)'}")
         print(f"derivation {d.image.drv_path}")

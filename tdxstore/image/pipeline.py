@@ -45,6 +45,21 @@ class ImagePlan:
     derivation: Derivation | None = None  # None until the configuration is in the store
     sources: tuple[StorePath, ...] = ()  # store paths the configuration names (read by hooks)
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Declarations the TDXfile makes that this build does not carry out yet (said, never dropped)."""
+        return not_implemented(self.image)
+
+
+def not_implemented(image: Image) -> tuple[str, ...]:
+    """One sentence per accepted declaration that a build ignores today: secrets and their delivery."""
+    out = [f"image.secret({s.name!r}) at {s.site} is declared, but secret delivery is not implemented "
+           "yet: the built image contains no way to receive it" for s in image.secrets]
+    if image.delivery is not None:
+        out.append(f"image.secret_delivery({str(image.delivery.method)!r}) at {image.delivery.site} is not "
+                   "implemented yet and has no effect on the image")
+    return tuple(out)
+
 
 def _mkosi_format(fmt: ImageFormat) -> ImageFormat:
     if fmt is ImageFormat.DISK:
@@ -195,6 +210,8 @@ def build(store: Store, tdxfile: Path, *, fmt: str | None = None, options: Optio
     phase(f"evaluating {tdxfile}")
     p = image_derivation(store, evaluate(tdxfile, fmt, store))
     assert p.derivation is not None
+    for warning in p.warnings:
+        phase(f"warning: {warning}")
     if store.is_valid(p.derivation.out):
         return p, p.derivation.out, False
     tools = next(d for d in p.derivation.input_drvs if dict(d.env).get("format") == TOOLS)

@@ -152,3 +152,20 @@ def test_realise_of_the_image_drv_runs_mkosi_with_a_finalize_hook(tmp_path: Path
             assert f is not None and f.read() == b"bin/tdx-tool\n"
     finally:
         store.close()
+
+
+def test_declared_secrets_are_reported_not_dropped(tmp_path: Path) -> None:
+    (tmp_path / "TDXfile").write_text(
+        'from tdx import Image\nimage = Image("s", format="tar")\n'
+        'image.secret("API_KEY", dest="/etc/api-key")\nimage.secret_delivery("vsock")\n')
+    run = tdx(tmp_path / "home", "build", tmp_path / "TDXfile", "--dry-run")
+    assert run.rc == 0, str(run)
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2, str(run)
+    assert "image.secret('API_KEY') at " in warnings[0] and "not implemented yet" in warnings[0]
+    assert "image.secret_delivery('vsock')" in warnings[1]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "TDXfile").write_text('from tdx import Image\nimage = Image("p", format="tar")\n')
+    quiet = tdx(tmp_path / "home", "build", plain / "TDXfile", "--dry-run")
+    assert quiet.rc == 0 and "warning:" not in quiet.stderr, str(quiet)
