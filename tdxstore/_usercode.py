@@ -1,15 +1,22 @@
-"""Telling the user's code from ours (L0, stdlib only): for call sites and user tracebacks.
+"""Running the user's Python (the one runner, for TDXfiles and derivation files) and telling it from ours.
 
-A frame is "ours" when its file lies in the tdxstore or tdx packages; Python's own machinery for
-running a file (`<frozen …>` frames, runpy) is noise to the user too. Everything else, including
-standard-library frames the user's code called into, is theirs and is kept.
+`run_user_file` executes a file like a script with extra import roots, restores `sys.path` and drops
+the modules imported from those roots, so two runs never share state; a failure becomes the
+caller's error class with the user's traceback. A frame is "ours" when its file lies in the
+tdxstore or tdx packages; Python's machinery for running a file (`<frozen …>`, runpy) is noise too.
 """
 
 from __future__ import annotations
 
+import builtins
 import runpy
+import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from tdxstore.errors import TdxError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _OWN_DIRS = (str(_PACKAGE_DIR), str(_PACKAGE_DIR.parent / "tdx"))
@@ -41,3 +48,48 @@ def user_traceback(error: BaseException, *, with_exception: bool = True) -> str:
     if with_exception:
         lines += traceback.format_exception_only(error)
     return "".join(lines).rstrip()
+
+
+def run_user_file(path: Path, *, import_roots: Sequence[Path], run_name: str, label: str,
+                  error: type[TdxError], code: str, hint: str | None = None) -> dict[str, Any]:
+    """Execute the user's Python file `path` with `import_roots` first on sys.path; its globals.
+
+    `label` names the file in messages; a syntax error or an exception becomes `error(…, code=code)`
+    whose detail is the user's traceback. Our own TdxErrors keep their code and get that traceback.
+    """
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"cannot read {path}: {e}", hint="it must be UTF-8 Python source", code=code) from e
+    try:
+        compiled = compile(source, str(path), "exec", dont_inherit=True)
+    except SyntaxError as e:
+        raise error(f"{label} has a syntax error at line {e.lineno}: {e.msg}", hint="fix the Python syntax",
+                    detail="".join(traceback.format_exception_only(e)).rstrip(), code=code) from e
+    namespace: dict[str, Any] = {"__name__": run_name, "__file__": str(path), "__builtins__": builtins}
+    saved_path, saved_modules = list(sys.path), set(sys.modules)
+    sys.path[:0] = [str(p) for p in import_roots]
+    try:
+        exec(compiled, namespace)
+    except TdxError as e:
+        if e.detail is None:
+            e.detail = user_traceback(e, with_exception=False)
+        raise
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # SystemExit too: a user file calling sys.exit() is the user's error
+        raise error(f"{label} raised {type(e).__name__}: {e}", hint=hint, detail=user_traceback(e),
+                    code=code) from e
+    finally:
+        sys.path[:] = saved_path
+        _forget_modules(saved_modules, import_roots)
+    return namespace
+
+
+def _forget_modules(before: set[str], roots: Sequence[Path]) -> None:
+    """Drop modules imported from the user's directories so the next run re-imports them."""
+    prefixes = tuple(str(r) + "/" for r in roots)
+    for name in set(sys.modules) - before:
+        filename = getattr(sys.modules[name], "__file__", None) or ""
+        if filename.startswith(prefixes):
+            del sys.modules[name]

@@ -33,15 +33,14 @@ def _read(path: Path, what: str) -> bytes:
 
 def _store_real(path: Path) -> Path:
     """The real location of a logical `/tdx/store/<hash>-<name>[/sub]` path; other paths unchanged."""
-    from tdxstore.store.path import STORE_DIR
+    from tdxstore.store.path import split_logical
     from tdxstore.store.store import Store
 
-    text = str(path)
-    if not text.startswith(STORE_DIR + "/"):
+    found = split_logical(str(path))
+    if found is None:
         return path
-    base, _, rest = text[len(STORE_DIR) + 1:].partition("/")
+    sp, rest = found
     store = Store.open()
-    sp = store.parse(f"{STORE_DIR}/{base}")
     if not store.is_valid(sp):
         raise UsageError(f"{sp.logical} is not a valid store path", hint="build or realise it first",
                          code="measure-unreadable")

@@ -97,11 +97,12 @@ def show_derivation_cmd(
     """Print a derivation as readable JSON."""
     from tdxstore.store.drvcodec import to_json
     from tdxstore.store.evaluate import resolve_targets
+    from tdxstore.store.path import split_logical
     from tdxstore.store.realise import load_derivation
     from tdxstore.store.store import Store
 
     store = Store.open()
-    if path.startswith("/tdx/store/") and not path.endswith(".drv"):
+    if split_logical(path) is not None and not path.endswith(".drv"):
         deriver = store.query(store.parse(path)).deriver
         if deriver is None:
             from tdxstore.errors import StoreError

@@ -51,8 +51,10 @@ def add(
 def ls() -> None:
     """List every valid store path."""
     store = _open()
+    from tdxstore.store.path import StorePath
+
     for base in store.db.all_paths():
-        print(f"/tdx/store/{base}")
+        print(StorePath.from_base_name(base).logical)
 
 
 @store_app.command("path-info")

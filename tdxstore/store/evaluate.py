@@ -7,15 +7,13 @@ An exception in the user's file becomes a DerivationError whose detail is the us
 
 from __future__ import annotations
 
-import runpy
-import sys
 from pathlib import Path
 from typing import Any
 
-from tdxstore._usercode import user_traceback
-from tdxstore.errors import DerivationError, TdxError
+from tdxstore._usercode import run_user_file
+from tdxstore.errors import DerivationError
 from tdxstore.store.derivation import Derivation
-from tdxstore.store.path import StorePath
+from tdxstore.store.path import StorePath, split_logical
 from tdxstore.store.realise import load_derivation
 from tdxstore.store.store import Store
 
@@ -25,20 +23,8 @@ def run_python_file(path: Path) -> dict[str, Any]:
     path = path.absolute()
     if not path.is_file():
         raise DerivationError(f"file {str(path)!r} does not exist", code="file-not-found")
-    sys.path.insert(0, str(path.parent))
-    try:
-        return runpy.run_path(str(path), run_name="__tdx__")
-    except TdxError:
-        raise
-    except SyntaxError as e:
-        raise DerivationError(f"{path.name} has a syntax error at line {e.lineno}: {e.msg}",
-                              detail=user_traceback(e), code="user-code-error") from e
-    except Exception as e:
-        raise DerivationError(f"{path.name} raised {type(e).__name__}: {e}",
-                              detail=user_traceback(e), code="user-code-error") from e
-    finally:
-        if str(path.parent) in sys.path:
-            sys.path.remove(str(path.parent))
+    return run_user_file(path, import_roots=[path.parent], run_name="__tdx__", label=path.name,
+                         error=DerivationError, code="user-code-error")
 
 
 def _select(scope: dict[str, Any], attr: str | None, where: str) -> Any:
@@ -69,7 +55,7 @@ def resolve_targets(store: Store, spec: str) -> tuple[list[Derivation], str | No
     output = None
     if "^" in spec:
         spec, output = spec.rsplit("^", 1)
-    if spec.endswith(".drv") or spec.startswith("/tdx/store/"):
+    if spec.endswith(".drv") or split_logical(spec) is not None:
         drvs = [load_derivation(store, store.parse(spec))]
     else:
         file, _, attr = spec.partition(":")

@@ -14,9 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tdxstore.errors import StorePathError
+from tdxstore.sandbox.spec import STORE_DIR  # defined once, where sandboxes mount it; re-exported here
 from tdxstore.store import base32
 
-STORE_DIR = "/tdx/store"
+__all__ = ["HASH_LEN", "MAX_NAME_LEN", "STORE_DIR", "StorePath", "check_name", "make_fixed_output_path",
+           "make_output_path", "make_store_path", "make_text_path", "mentioned_paths", "split_logical"]
 HASH_LEN = 32  # base-32 characters of a 160-bit hash
 MAX_NAME_LEN = 211
 _NAME_RE = re.compile(r"[A-Za-z0-9+\-._?=]+")
@@ -84,6 +86,14 @@ class StorePath:
         if "/" in base:
             raise StorePathError(f"path {text!r} is inside a store path, not a store path itself")
         return cls.from_base_name(base)
+
+
+def split_logical(text: str) -> tuple[StorePath, str] | None:
+    """(`StorePath`, the sub-path after it or "") for `/tdx/store/<hash>-<name>[/sub]`; None otherwise."""
+    if not text.startswith(STORE_DIR + "/"):
+        return None
+    base, _, rest = text[len(STORE_DIR) + 1:].partition("/")
+    return StorePath.from_base_name(base), rest.rstrip("/")
 
 
 _MENTION_RE = re.compile(rf"{re.escape(STORE_DIR)}/({_HASH_RE.pattern})-({_NAME_RE.pattern})".encode())

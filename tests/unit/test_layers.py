@@ -13,8 +13,9 @@ from pathlib import Path
 ROOT = Path(__file__).parents[2]
 
 # package (or module) -> layer; a module may import its own package and strictly lower layers only.
-LAYERS = {
-    "tdxstore": 0, "tdxstore.errors": 0, "tdxstore._fs": 0, "tdxstore._lock": 0, "tdxstore._usercode": 0,
+LAYERS: dict[str, float] = {
+    "tdxstore": 0, "tdxstore.errors": 0,
+    "tdxstore._fs": 0.5, "tdxstore._lock": 0.5, "tdxstore._usercode": 0.5,  # helpers over errors
     "tdxstore.sandbox": 1, "tdxstore.measure": 1, "tdxstore.debian": 1,
     "tdxstore.fetch": 2, "tdxstore.mkosi": 2, "tdxstore.disk": 2, "tdxstore.boot": 2,
     "tdxstore.store": 3,
