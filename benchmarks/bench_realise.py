@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bootstrap.busybox import make_busybox_root
 from tdxstore.store.derivation import derivation
 from tdxstore.store.realise import realise
 from tdxstore.store.store import Store
-from tests.e2e.rootfs import make_busybox_root
 
 
 def main(n: int) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bootstrap.busybox import make_busybox_root
 from tdxstore.sandbox import Mount, SandboxSpec, bwrap_argv, check_bwrap, etc_files, run_sandboxed
-from tests.e2e.rootfs import make_busybox_root
 
 
 def timed(fn: Callable[[], object], n: int) -> list[float]:

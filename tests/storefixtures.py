@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from bootstrap.busybox import make_busybox_root
 from tdxstore.store.path import StorePath
 from tdxstore.store.store import Store
-from tests.e2e.rootfs import make_busybox_root
 
 
 @pytest.fixture

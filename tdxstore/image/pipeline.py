@@ -30,6 +30,8 @@ from tdxstore.store.realise import Options, Plan, instantiate, plan, realise
 from tdxstore.store.store import Store
 
 Phase = Callable[[str], None]
+SECRETS_ISSUE = 20  # "Users and secrets, delivered after measurement; `tdx run` boots an image locally"
+BUILDERS_ISSUE = 19  # "Standard builder modules" (tdxstore/builders/pending.py names it for the facade)
 MEASUREMENTS = "measurements.json"
 
 
@@ -54,10 +56,10 @@ class ImagePlan:
 def not_implemented(image: Image) -> tuple[str, ...]:
     """One sentence per accepted declaration that a build ignores today: secrets and their delivery."""
     out = [f"image.secret({s.name!r}) at {s.site} is declared, but secret delivery is not implemented "
-           "yet: the built image contains no way to receive it" for s in image.secrets]
+           f"yet (issue {SECRETS_ISSUE}): the built image contains no way to receive it" for s in image.secrets]
     if image.delivery is not None:
         out.append(f"image.secret_delivery({str(image.delivery.method)!r}) at {image.delivery.site} is not "
-                   "implemented yet and has no effect on the image")
+                   f"implemented yet (issue {SECRETS_ISSUE}) and has no effect on the image")
     return tuple(out)
 
 
@@ -82,8 +84,8 @@ def _build_derivations(image: Image) -> tuple[Derivation, ...]:
             drvs.append(inner)
             continue
         raise ImageError(f"image.build({type(b).__name__} {getattr(b, 'name', '?')!r}) cannot be built yet",
-                         hint="typed builders and Build.script need the Debian build roots of the builders "
-                              "milestone; pass a tdxstore Derivation whose $out is laid over the root",
+                         hint=f"typed builders and Build.script need the Debian build roots of issue "
+                              f"{BUILDERS_ISSUE}; pass a tdxstore Derivation whose $out is laid over the root",
                          code="builder-unavailable")
     return tuple(drvs)
 

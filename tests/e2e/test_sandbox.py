@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from bootstrap.busybox import busybox_available, make_busybox_root
 from tdxstore.errors import SandboxError
 from tdxstore.sandbox import Mount, SandboxResult, SandboxSpec, check_bwrap, run_sandboxed, run_unsandboxed
 from tdxstore.sandbox import run as sandbox_run
-from tests.e2e.rootfs import busybox_available, make_busybox_root
 
 pytestmark = [
     pytest.mark.needs_bwrap,

@@ -1,17 +1,17 @@
-"""A tiny root file system for sandbox tests, made from Debian's busybox-static.
+"""The seed root file system: a tiny busybox root made from Debian's busybox-static.
 
 Copies the static `/bin/busybox` into `<dest>/bin`, links every applet it lists to it (relative
-symlinks, so they resolve inside the sandbox), and adds the mount points the sandbox needs.
-Test helper only: it never touches the store; callers that need a store path add it themselves.
+symlinks, so they resolve inside the sandbox), and adds the mount points the sandbox needs. The
+sandbox tests and benchmarks build on it. It never touches the store; callers that need a store
+path add it themselves.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
-from tdxstore.sandbox import add_mount_points
+from tdxstore.sandbox import add_mount_points, process
 
 BUSYBOX = Path("/bin/busybox")
 
@@ -26,8 +26,7 @@ def make_busybox_root(dest: Path) -> Path:
     bindir = dest / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(BUSYBOX, bindir / "busybox")
-    applets = subprocess.run([str(BUSYBOX), "--list"], check=True, capture_output=True,
-                             text=True).stdout.split()
+    applets = process.run([BUSYBOX, "--list"], what="busybox --list").stdout.decode().split()
     for applet in applets:
         link = bindir / applet
         if applet != "busybox" and not link.exists():

@@ -1,0 +1,7 @@
+"""`tdx.builders.script`: `Build.script(...)` (spec §4.6), the same object as `tdx.Build`."""
+
+from __future__ import annotations
+
+from tdxstore.builders.script import Build
+
+__all__ = ["Build"]
