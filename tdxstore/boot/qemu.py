@@ -2,21 +2,20 @@
 
 Software emulation (TCG) by default: it works everywhere, including hosts whose KVM faults OVMF.
 OVMF's variable store is copied to a scratch dir per boot, never written in place. The QEMU process
-is always killed before returning; nothing here prints.
+is always killed (its whole session) before returning; nothing here prints.
 """
 
 from __future__ import annotations
 
+import io
 import os
-import select
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from tdxstore.errors import ImageError
-from tdxstore.sandbox import process
+from tdxstore.sandbox import process, supervise
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -97,31 +96,18 @@ class _Console:
 
 
 def _watch(argv: list[str], expect: bytes, timeout: float) -> _Console:
-    """Run QEMU, collecting stdout until `expect` is seen, QEMU exits, or the deadline passes."""
+    """Run QEMU under the supervisor until `expect` is seen, QEMU exits, or the deadline passes."""
     console = _Console()
-    proc = process.popen(argv, env=process.host_env({"LC_ALL": "C"}))
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                console.exited = True
-                break
-            console.data += chunk
-            recent = console.data[-(len(chunk) + 64):]
-            if expect and expect in console.data[-(len(chunk) + len(expect)):]:
-                console.found = True
-                break
-            if b"Kernel panic - not syncing" in recent:  # the guest will never get there: stop now
-                console.panicked = True
-                break
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+
+    def look(chunk: bytes) -> bool:
+        console.data += chunk
+        if expect in console.data[-(len(chunk) + len(expect)):]:
+            console.found = True
+        elif b"Kernel panic - not syncing" in console.data[-(len(chunk) + 64):]:
+            console.panicked = True  # the guest will never get there: stop now
+        return console.found or console.panicked
+
+    result = supervise(argv, env=process.host_env({"LC_ALL": "C"}), cwd=None, log=io.BytesIO(),
+                       timeout=timeout, on_output=look)
+    console.exited = result.reason is None
     return console

@@ -7,11 +7,8 @@ and verified against the pinned SHA-256. Every process goes through `tdxstore.sa
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import select
-import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,7 +18,7 @@ from tdxstore._fs import remove_tree, sha256_file, temporary_directory
 from tdxstore.debian.mirror import AptMirrors, declared_mirrors
 from tdxstore.debian.pins import MKOSI_DEB, MKOSI_PYTHON_DIR
 from tdxstore.errors import CommandError, HashMismatchError, ImageError
-from tdxstore.sandbox import process
+from tdxstore.sandbox import process, supervise
 
 # The pin lives in tdxstore.debian.pins; builds take mkosi from the store (tdxstore.image.pinned).
 MKOSI_DEB_VERSION = MKOSI_DEB.file.split("_")[1]
@@ -220,32 +217,21 @@ def run_mkosi(
 
 def _stream(argv: list[str], env: dict[str, str], cwd: Path, log: BinaryIO,
             progress: Callable[[str], None] | None, timeout: float) -> int | None:
-    """Copy the process's output to `log`, report phases; its exit status, or None on timeout."""
-    # Its own session, so a timeout can stop mkosi and every helper it started (apt, dpkg, ukify).
-    proc = process.popen(argv, env=env, cwd=cwd, start_new_session=True)
-    assert proc.stdout is not None
-    fd, pending = proc.stdout.fileno(), b""
-    deadline = time.monotonic() + timeout
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([fd], [], [], min(left, 1.0))[0]:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return proc.wait()
-            log.write(chunk)
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                text = line.decode("utf-8", "replace").strip()
-                if progress is not None and text.startswith(_PHASE_MARK):
-                    progress(text.removeprefix(_PHASE_MARK).strip())
-        return None
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.stdout.close()
+    """Run mkosi under the sandbox layer's supervisor; report phases; its exit status, or None on timeout."""
+    pending = b""
+
+    def phases(chunk: bytes) -> bool:
+        nonlocal pending
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            text = line.decode("utf-8", "replace").strip()
+            if progress is not None and text.startswith(_PHASE_MARK):
+                progress(text.removeprefix(_PHASE_MARK).strip())
+        return False
+
+    # Its own session (the supervisor's rule), so a timeout stops mkosi and every helper it started.
+    result = supervise(argv, env=env, cwd=cwd, log=log, timeout=timeout, on_output=phases)
+    return None if result.reason == "timeout" else result.returncode
 
 
 # Causes recognised in mkosi's log: (pattern, message template, hint, code).

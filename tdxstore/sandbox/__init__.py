@@ -17,6 +17,7 @@ from tdxstore.sandbox.run import (
     check_spec_paths,
     run_sandboxed,
     run_unsandboxed,
+    supervise,
 )
 from tdxstore.sandbox.spec import BUILD_DIR, STORE_DIR, Mount, SandboxSpec
 
@@ -36,4 +37,5 @@ __all__ = [
     "run_sandboxed",
     "run_unsandboxed",
     "sandbox_env",
+    "supervise",
 ]

@@ -37,8 +37,9 @@ _bwrap_path: str | None = None
 
 @dataclass(frozen=True, slots=True)
 class SandboxResult:
-    """How a sandboxed run ended. `reason` is None for a normal exit (any status), else one of
-    "timeout", "silent" (max_silent exceeded), "builder-not-found", "sandbox-failed"."""
+    """How a sandboxed (or supervised) run ended. `reason` is None for a normal exit (any status), else
+    one of "timeout", "silent" (max_silent exceeded), "stopped" (the caller's `on_output` said so),
+    "builder-not-found", "sandbox-failed"."""
 
     returncode: int
     reason: str | None
@@ -190,14 +191,29 @@ def _classify_bwrap_failure(result: SandboxResult) -> SandboxResult:
 
 def _supervise(argv: list[str], env: dict[str, str], cwd: Path | None, spec: SandboxSpec,
                log: BinaryIO | IO[bytes]) -> SandboxResult:
+    return supervise(argv, env=env, cwd=cwd, log=log, timeout=spec.timeout, max_silent=spec.max_silent)
+
+
+#: Called with each chunk of output; True stops the process (reason "stopped").
+OnOutput = Callable[[bytes], bool]
+
+
+def supervise(argv: list[str], *, env: dict[str, str], cwd: Path | None, log: BinaryIO | IO[bytes],
+              timeout: float | None = None, max_silent: float | None = None,
+              on_output: OnOutput | None = None) -> SandboxResult:
+    """THE process supervisor: run argv in its own session, copy its output to `log`, enforce the limits.
+
+    Whatever ends it (exit, `timeout`, `max_silent`, `on_output` returning True), the whole session
+    is killed before returning, so no helper it started (apt, dpkg, QEMU's threads) outlives it.
+    """
     start = time.monotonic()
     proc = process.popen(argv, env=env, cwd=cwd, start_new_session=True)
     assert proc.stdout is not None
     tail = bytearray()
     try:
-        reason = _pump(proc, log, tail, spec.timeout, spec.max_silent, start)
+        reason = _pump(proc, log, tail, timeout, max_silent, start, on_output)
         if reason is None:
-            reason = _wait_until(proc, None if spec.timeout is None else start + spec.timeout)
+            reason = _wait_until(proc, None if timeout is None else start + timeout)
     finally:
         # The leader has exited but is not reaped yet (waitid WNOWAIT), so its process group id
         # cannot have been reused: killing the group catches stragglers that kept running.
@@ -210,7 +226,7 @@ def _supervise(argv: list[str], env: dict[str, str], cwd: Path | None, spec: San
 
 
 def _pump(proc: Any, log: BinaryIO | IO[bytes], tail: bytearray, timeout: float | None,
-          max_silent: float | None, start: float) -> str | None:
+          max_silent: float | None, start: float, on_output: OnOutput | None = None) -> str | None:
     """Copy output to `log` until EOF; kill the group and say why if a limit is hit."""
     fd = proc.stdout.fileno()
     last = start
@@ -240,6 +256,9 @@ def _pump(proc: Any, log: BinaryIO | IO[bytes], tail: bytearray, timeout: float 
             tail += chunk
             del tail[:-_TAIL_BYTES]
             last = time.monotonic()
+            if on_output is not None and on_output(chunk):
+                _kill_group(proc)
+                return "stopped"
 
 
 def _drain(fd: int, log: BinaryIO | IO[bytes], tail: bytearray) -> None:
