@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tdxstore.builders.fetch import fetch, fetch_git, hash_of
 from tdxstore.builders.script import Build
-from tdxstore.image.image import Image
+from tdxstore.image.model.image import Image
 from tdxstore.store.derivation import Derivation, FixedOutput, derivation
 from tdxstore.store.path import StorePath
 

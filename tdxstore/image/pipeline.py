@@ -18,7 +18,7 @@ from pathlib import Path
 from tdxstore._fs import remove_tree
 from tdxstore.debian.mirror import AptMirrors, declared_mirrors
 from tdxstore.errors import ImageError
-from tdxstore.image.image import Image
+from tdxstore.image.model.image import Image
 from tdxstore.image.pinned import firmware_derivation, mkosi_derivation, stub_derivation
 from tdxstore.image.render import image_packages, kernel_command_line, render
 from tdxstore.image.tdxfile import load_tdxfile

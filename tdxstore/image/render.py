@@ -11,11 +11,11 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-from tdxstore.image.hooks import Hook, Phase
-from tdxstore.image.image import UNIT_DIR, Image
-from tdxstore.image.kernel import kernel_package
-from tdxstore.image.service import unit_text
-from tdxstore.image.user import create_lines, group_lines
+from tdxstore.image.model.hooks import Hook, Phase
+from tdxstore.image.model.image import UNIT_DIR, Image
+from tdxstore.image.model.kernel import kernel_package
+from tdxstore.image.model.service import unit_text
+from tdxstore.image.model.user import create_lines, group_lines
 from tdxstore.mkosi.config import ImageFormat, Settings, conf_text
 from tdxstore.store.path import STORE_DIR
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from tdxstore._usercode import run_user_file
 from tdxstore.errors import ImageError
-from tdxstore.image.image import LOADING, Image, LoadContext
+from tdxstore.image.model.image import LOADING, Image, LoadContext
 
 TDXFILE_NAME = "TDXfile"
 

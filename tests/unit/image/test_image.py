@@ -9,9 +9,9 @@ import pytest
 
 from tdxstore.builders.script import Build
 from tdxstore.errors import ConflictError, ImageError
-from tdxstore.image.hooks import Phase
-from tdxstore.image.image import Image
-from tdxstore.image.secret import DeliveryMethod
+from tdxstore.image.model.hooks import Phase
+from tdxstore.image.model.image import Image
+from tdxstore.image.model.secret import DeliveryMethod
 from tdxstore.mkosi.config import ImageFormat
 
 HERE = Path(__file__).name

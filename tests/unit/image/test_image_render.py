@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tdxstore.debian.mirror import declared_mirrors
-from tdxstore.image.image import Image
+from tdxstore.image.model.image import Image
 from tdxstore.image.pipeline import render_config
 from tdxstore.image.render import render
 from tdxstore.image.tdxfile import load_tdxfile

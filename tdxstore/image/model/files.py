@@ -18,8 +18,8 @@ import jinja2
 import jinja2.meta
 
 from tdxstore.errors import ImageError
-from tdxstore.image import _validate
-from tdxstore.image.callsite import CallSite
+from tdxstore.image.model import _validate
+from tdxstore.image.model.callsite import CallSite
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ import shlex
 from dataclasses import dataclass, field
 
 from tdxstore.errors import ImageError
-from tdxstore.image import _validate
-from tdxstore.image.callsite import CallSite
+from tdxstore.image.model import _validate
+from tdxstore.image.model.callsite import CallSite
 
 NO_HOME = "/nonexistent"
 HOME_MODE = 0o755

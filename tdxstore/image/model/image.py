@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tdxstore.errors import ConflictError, ImageError
-from tdxstore.image import _validate
-from tdxstore.image.callsite import CallSite, caller_site
-from tdxstore.image.files import FileEntry, read_source, render_template, resolve_source
-from tdxstore.image.hooks import Hook, Phase
-from tdxstore.image.kernel import KernelSettings
-from tdxstore.image.secret import Secret, SecretDelivery
-from tdxstore.image.service import Service, UnitValue, exec_line, normalise_extra_unit
-from tdxstore.image.user import User
+from tdxstore.image.model import _validate
+from tdxstore.image.model.callsite import CallSite, caller_site
+from tdxstore.image.model.files import FileEntry, read_source, render_template, resolve_source
+from tdxstore.image.model.hooks import Hook, Phase
+from tdxstore.image.model.kernel import KernelSettings
+from tdxstore.image.model.secret import Secret, SecretDelivery
+from tdxstore.image.model.service import Service, UnitValue, exec_line, normalise_extra_unit
+from tdxstore.image.model.user import User
 from tdxstore.mkosi.config import ImageFormat
 
 SUPPORTED_BASES = {"debian": ("bookworm", "trixie")}

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tdxstore.errors import ImageError
-from tdxstore.image import _validate
-from tdxstore.image.callsite import CallSite
+from tdxstore.image.model import _validate
+from tdxstore.image.model.callsite import CallSite
 
 RESTART_VALUES = ("no", "always", "on-success", "on-failure", "on-abnormal", "on-abort", "on-watchdog")
 SERVICE_TYPES = ("simple", "exec", "forking", "oneshot", "dbus", "notify", "notify-reload", "idle")

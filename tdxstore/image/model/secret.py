@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from tdxstore.errors import ImageError
-from tdxstore.image import _validate
-from tdxstore.image.callsite import CallSite
+from tdxstore.image.model import _validate
+from tdxstore.image.model.callsite import CallSite
 
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tdxstore.errors import ImageError
-from tdxstore.image import _validate
+from tdxstore.image.model import _validate
 
 DEFAULT_CONSOLE = "ttyS0"
 DEFAULT_PACKAGE = "linux-image-cloud-amd64"

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from tdxstore.image import _validate
-from tdxstore.image.callsite import CallSite
+from tdxstore.image.model import _validate
+from tdxstore.image.model.callsite import CallSite
 
 
 class Phase(StrEnum):
