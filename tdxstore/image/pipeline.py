@@ -20,10 +20,10 @@ from tdxstore.debian.mirror import AptMirrors, declared_mirrors
 from tdxstore.errors import ImageError
 from tdxstore.image.model.image import Image
 from tdxstore.image.pinned import firmware_derivation, mkosi_derivation, stub_derivation
-from tdxstore.image.render import image_packages, kernel_command_line, render
+from tdxstore.image.render import image_packages, mkosi_format, render_config, tools_config
 from tdxstore.image.tdxfile import load_tdxfile
 from tdxstore.mkosi.build import TOOLS
-from tdxstore.mkosi.config import TOOLS_RELEASE, TOOLS_SANDBOX_DIR, ImageFormat, base_config, conf_text, write_config
+from tdxstore.mkosi.config import TOOLS_RELEASE, ImageFormat, write_config
 from tdxstore.store.derivation import Derivation, derivation
 from tdxstore.store.path import StorePath, mentioned_paths
 from tdxstore.store.realise import Options, Plan, instantiate, plan, realise
@@ -63,16 +63,6 @@ def not_implemented(image: Image) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _mkosi_format(fmt: ImageFormat) -> ImageFormat:
-    if fmt is ImageFormat.DISK:
-        raise ImageError("the 'disk' format is not supported yet",
-                         hint="build format 'uki' (the whole OS in one UKI), 'tar' or 'directory'",
-                         code="unsupported-format")
-    # A directory image is built as a tar in the store (setuid bits and ownership survive, which a
-    # normalised store tree would drop) and unpacked at the output location.
-    return ImageFormat.TAR if fmt is ImageFormat.DIRECTORY else fmt
-
-
 def _build_derivations(image: Image) -> tuple[Derivation, ...]:
     drvs = []
     for b in image.builds:
@@ -88,28 +78,6 @@ def _build_derivations(image: Image) -> tuple[Derivation, ...]:
                               f"{BUILDERS_ISSUE}; pass a tdxstore Derivation whose $out is laid over the root",
                          code="builder-unavailable")
     return tuple(drvs)
-
-
-def render_config(image: Image, fmt: ImageFormat, mirrors: AptMirrors, *,
-                  store_view: bool = False) -> dict[str, bytes]:
-    """The mkosi configuration directory of `image` with the pinned base settings (pure)."""
-    base = base_config(fmt=_mkosi_format(fmt), mirrors=mirrors, release=image.release,
-                       kernel_cmdline=kernel_command_line(image))
-    # The tools tree is a store path of its own (`tools_derivation`), named at build time.
-    settings = {sec: [(k, v) for k, v in entries
-                      if k not in ("Packages", "KernelCommandLine") and not k.startswith("ToolsTree")]
-                for sec, entries in base.settings.items()}
-    files = render(image, format=_mkosi_format(fmt), settings=settings, store_view=store_view)
-    base_files = {k: v for k, v in base.files.items() if not k.startswith(TOOLS_SANDBOX_DIR + "/")}
-    return dict(sorted({**files, **base_files}.items()))
-
-
-def tools_config(mirrors: AptMirrors) -> dict[str, bytes]:
-    """The configuration that builds only mkosi's default tools tree (trixie: ukify, repart, …)."""
-    base = base_config(fmt=ImageFormat.UKI, mirrors=mirrors)
-    settings = {"Distribution": base.settings["Distribution"], "Output": [("Format", "none")],
-                "Build": base.settings["Build"]}
-    return {"mkosi.conf": conf_text(settings).encode(), **base.files}
 
 
 def tools_derivation(store: Store, mirrors: AptMirrors) -> Derivation:
@@ -202,7 +170,7 @@ def dry_run(store: Store, p: ImagePlan) -> DryRun:
     needed = plan(store, list(p.derivation.input_drvs))
     return DryRun(p.derivation, store.is_valid(p.derivation.out),
                   store.is_valid(mkosi_derivation(p.mirrors.debian).out), needed,
-                  tuple(image_packages(p.image, _mkosi_format(p.fmt))))
+                  tuple(image_packages(p.image, mkosi_format(p.fmt))))
 
 
 def build(store: Store, tdxfile: Path, *, fmt: str | None = None, options: Options | None = None,

@@ -11,12 +11,14 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from tdxstore.debian.mirror import AptMirrors
+from tdxstore.errors import ImageError
 from tdxstore.image.model.hooks import Hook, Phase
 from tdxstore.image.model.image import UNIT_DIR, Image
 from tdxstore.image.model.kernel import kernel_package
 from tdxstore.image.model.service import unit_text
 from tdxstore.image.model.user import create_lines, group_lines
-from tdxstore.mkosi.config import ImageFormat, Settings, conf_text
+from tdxstore.mkosi.config import TOOLS_SANDBOX_DIR, ImageFormat, Settings, base_config, conf_text
 from tdxstore.store.path import STORE_DIR
 
 BOOT_PACKAGES = ("systemd", "udev", "systemd-boot-efi")
@@ -143,3 +145,35 @@ _STORE_LINK = (
 
 def _hook_label(hook: Hook, image: Image) -> str:
     return f"{hook.phase.value} hook from {hook.site.relative_to(image.directory)}"
+
+
+def mkosi_format(fmt: ImageFormat) -> ImageFormat:
+    if fmt is ImageFormat.DISK:
+        raise ImageError("the 'disk' format is not supported yet",
+                         hint="build format 'uki' (the whole OS in one UKI), 'tar' or 'directory'",
+                         code="unsupported-format")
+    # A directory image is built as a tar in the store (setuid bits and ownership survive, which a
+    # normalised store tree would drop) and unpacked at the output location.
+    return ImageFormat.TAR if fmt is ImageFormat.DIRECTORY else fmt
+
+
+def render_config(image: Image, fmt: ImageFormat, mirrors: AptMirrors, *,
+                  store_view: bool = False) -> dict[str, bytes]:
+    """The mkosi configuration directory of `image` with the pinned base settings (pure)."""
+    base = base_config(fmt=mkosi_format(fmt), mirrors=mirrors, release=image.release,
+                       kernel_cmdline=kernel_command_line(image))
+    # The tools tree is a store path of its own (`tools_derivation`), named at build time.
+    settings = {sec: [(k, v) for k, v in entries
+                      if k not in ("Packages", "KernelCommandLine") and not k.startswith("ToolsTree")]
+                for sec, entries in base.settings.items()}
+    files = render(image, format=mkosi_format(fmt), settings=settings, store_view=store_view)
+    base_files = {k: v for k, v in base.files.items() if not k.startswith(TOOLS_SANDBOX_DIR + "/")}
+    return dict(sorted({**files, **base_files}.items()))
+
+
+def tools_config(mirrors: AptMirrors) -> dict[str, bytes]:
+    """The configuration that builds only mkosi's default tools tree (trixie: ukify, repart, …)."""
+    base = base_config(fmt=ImageFormat.UKI, mirrors=mirrors)
+    settings = {"Distribution": base.settings["Distribution"], "Output": [("Format", "none")],
+                "Build": base.settings["Build"]}
+    return {"mkosi.conf": conf_text(settings).encode(), **base.files}

@@ -162,7 +162,7 @@ def test_emit_mkosi_matches_the_golden_files(tmp_path: Path) -> None:
     assert run.rc == 0, str(run)
     conf = (tmp_path / "cfg" / "mkosi.conf").read_text()
     assert "Format=uki" in conf and "Bootable=yes" in conf and "KernelCommandLine=console=ttyS0" in conf
-    # The golden is exactly what `tdx build` renders (pipeline.render_config, default mirror): the
+    # The golden is exactly what `tdx build` renders (render.render_config, default mirror): the
     # emitted directory must equal it file for file, byte for byte.
     env_mirror = os.environ.get("TDX_DEBIAN_MIRROR")
     if env_mirror:

@@ -1,6 +1,6 @@
 """The mkosi configuration `tdx build` renders per Image method, determinism, and golden files per example.
 
-Everything goes through `pipeline.render_config`, the function `tdx build` runs, with the default
+Everything goes through `render.render_config`, the function `tdx build` runs, with the default
 declared mirror. Regenerate the goldens with
 `TDX_UPDATE_GOLDEN=1 python3 -m pytest tests/unit/image/test_image_render.py`.
 """
@@ -16,8 +16,7 @@ import pytest
 
 from tdxstore.debian.mirror import declared_mirrors
 from tdxstore.image.model.image import Image
-from tdxstore.image.pipeline import render_config
-from tdxstore.image.render import render
+from tdxstore.image.render import render, render_config
 from tdxstore.image.tdxfile import load_tdxfile
 from tdxstore.mkosi.config import ImageFormat, base_config, conf_text, is_executable
 

@@ -10,7 +10,7 @@ import pytest
 from tdxstore.debian.mirror import declared_mirrors
 from tdxstore.errors import ImageError
 from tdxstore.image.model.image import Image
-from tdxstore.image.pipeline import render_config
+from tdxstore.image.render import render_config
 from tdxstore.image.tdxfile import load_tdxfile
 from tdxstore.mkosi.config import ImageFormat
 
