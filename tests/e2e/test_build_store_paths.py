@@ -169,3 +169,23 @@ def test_declared_secrets_are_reported_not_dropped(tmp_path: Path) -> None:
     (plain / "TDXfile").write_text('from tdx import Image\nimage = Image("p", format="tar")\n')
     quiet = tdx(tmp_path / "home", "build", plain / "TDXfile", "--dry-run")
     assert quiet.rc == 0 and "warning:" not in quiet.stderr, str(quiet)
+
+
+def test_the_mirror_is_a_declared_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's apt sources never reach the hash: only TDX_DEBIAN_MIRROR (default deb.debian.org) does."""
+    from tdxstore.debian.mirror import DEFAULT_MIRROR, DEFAULT_SECURITY_MIRROR, MIRROR_ENV, SECURITY_MIRROR_ENV
+
+    (tmp_path / "TDXfile").write_text('from tdx import Image\nimage = Image("m", format="tar")\n')
+
+    def image_path(env: dict[str, str]) -> str:
+        for key in (MIRROR_ENV, SECURITY_MIRROR_ENV):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        run = tdx(tmp_path / "home", "build", tmp_path / "TDXfile", "--dry-run")
+        assert run.rc == 0, str(run)
+        return image_line(run.stdout)
+
+    default = image_path({})
+    assert image_path({MIRROR_ENV: DEFAULT_MIRROR, SECURITY_MIRROR_ENV: DEFAULT_SECURITY_MIRROR}) == default
+    assert image_path({MIRROR_ENV: "http://mirror.example.test/debian"}) != default
