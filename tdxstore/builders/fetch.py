@@ -1,4 +1,4 @@
-"""The public `fetch`, `fetch_git` and `hash_of` (L3): verified external content in the store.
+"""The public `fetch`, `fetch_git` and `hash_of` (L4): verified external content in the store.
 
 A fetched path is content-addressed: flat (`fetch`) or NAR (`fetch_git`) SHA-256 plus the name,
 never the URL, so it equals Nix's fixed-output path. If that path is already valid, no network I/O

@@ -1,4 +1,4 @@
-"""`tdx fetch`: print the hash to declare for a URL, file or git ref, or pre-populate the store (L4).
+"""`tdx fetch`: print the hash to declare for a URL, file or git ref, or pre-populate the store (L5).
 
 Parses options, calls one function of `tdxstore.builders.fetch`, prints the result on stdout.
 A progress bar goes to stderr only when stderr is a terminal; errors are raised, never printed here.

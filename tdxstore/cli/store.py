@@ -1,4 +1,4 @@
-"""`tdx store …`: add, ls, path-info, dump, verify, gc, delete, roots (L4: parse, call, print)."""
+"""`tdx store …`: add, ls, path-info, dump, verify, gc, delete, roots (L5: parse, call, print)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Transfer primitives (L1): verified downloads, git tree checkouts, hash syntax, the fetch record.
+"""Transfer primitives (L2): verified downloads, git tree checkouts, hash syntax, the fetch record.
 
 Nothing here imports the store; `tdxstore.builders.fetch` puts results into it. `record` stays
 the submodule (`tdxstore.fetch.record.record(...)`), not re-exported, so the name is not shadowed.

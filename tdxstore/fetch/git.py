@@ -1,4 +1,4 @@
-"""Fetch the tree of one git tag or commit into a directory, without `.git` (L1: never imports the store).
+"""Fetch the tree of one git tag or commit into a directory, without `.git` (L2: never imports the store).
 
 Runs the real `git` client through the process runner with a clean environment (no system or user
 gitconfig, HOME in a temporary directory, no terminal prompts, only the transport protocols named

@@ -1,4 +1,4 @@
-"""Parse and format the SHA-256 hashes users declare for fetched content (L1, no I/O).
+"""Parse and format the SHA-256 hashes users declare for fetched content (L2, no I/O).
 
 Accepted spellings: 64 hex digits, `sha256:<hex>` and SRI `sha256-<base64>`; everything is
 normalised to lower-case hex internally and shown to users as `sha256:<hex>`. This module never

@@ -1,4 +1,4 @@
-"""The in-process registry of resolved fetches, which the lockfile writes as `[[fetch]]` entries (L1).
+"""The in-process registry of resolved fetches, which the lockfile writes as `[[fetch]]` entries (L2).
 
 Every `fetch()`/`fetch_git()` that resolves (downloaded or found in the store) calls `record()`.
 The registry is append-only within a process, thread-safe, and holds one entry per

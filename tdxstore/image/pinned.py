@@ -1,4 +1,4 @@
-"""The pinned Debian packages an image build uses, as derivations (L3): mkosi, systemd-stub, firmware.
+"""The pinned Debian packages an image build uses, as derivations (L4): mkosi, systemd-stub, firmware.
 
 Each is a fixed-output fetch of one .deb by SHA-256 from the declared mirror, unpacked by
 `builtin:unpack-deb`; the output paths depend on the pins only, never on the mirror's URL. Nothing

@@ -1,4 +1,4 @@
-"""`tdx build`: evaluate the TDXfile, derive the image derivation, realise it (L3).
+"""`tdx build`: evaluate the TDXfile, derive the image derivation, realise it (L4).
 
 Everything mkosi reads comes from the store: the rendered configuration directory (files, templates,
 units, user and hook scripts) is one content-addressed store path, the pinned mkosi another, build

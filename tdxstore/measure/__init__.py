@@ -1,4 +1,4 @@
-"""Predicted TDX measurements (L3): MRTD from TDVF firmware, RTMR0–2 events of a UKI boot, event-log replay.
+"""Predicted TDX measurements (L1): MRTD from TDVF firmware, RTMR0–2 events of a UKI boot, event-log replay.
 
 Pure functions over bytes, one module per source of events; `predict_image` composes them. Nothing here
 prints, spawns processes or guesses a value: missing inputs are listed in `Prediction.missing`.

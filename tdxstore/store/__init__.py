@@ -1,1 +1,1 @@
-"""The store: paths, NAR, derivations, database, realisation, garbage collection (L2)."""
+"""The store: paths, NAR, derivations, database, realisation, garbage collection (L3)."""

@@ -1,4 +1,4 @@
-"""Nix's base-32 encoding and hash compression (L2, pure functions).
+"""Nix's base-32 encoding and hash compression (L3, pure functions).
 
 Nix base-32 uses the alphabet `0123456789abcdfghijklmnpqrsvwxyz` (no e, o, u, t) and emits the
 *last* 5-bit group first, so it is not RFC 4648. `compress_hash` XOR-folds a digest to n bytes,

@@ -1,4 +1,4 @@
-"""Running one derivation's builder: sandbox set-up, the builtins' table, logs (L2).
+"""Running one derivation's builder: sandbox set-up, the builtins' table, logs (L3).
 
 This module turns a `Derivation` into a `SandboxSpec` (inputs read-only at their logical paths,
 `/build` and the outputs writable, network only for fixed-output builds), runs it, keeps the log

@@ -1,4 +1,4 @@
-"""The store's builtin builders, in one table (L2): what a `builtin:*` derivation runs, in this process.
+"""The store's builtin builders, in one table (L3): what a `builtin:*` derivation runs, in this process.
 
 `BUILTINS` is the only list of them; `build.py` reads it and nothing registers into it, so any
 store (and `tdx realise X.drv`) can build every derivation a TDXfile produces. Each entry maps the

@@ -1,4 +1,4 @@
-"""Derivations: the canonical description of one build, and the paths it produces (L2, pure).
+"""Derivations: the canonical description of one build, and the paths it produces (L3, pure).
 
 A `Derivation` names a builder (an argv run inside a root file system that is itself a store path,
 or a `builtin:` builder for fixed-output fetches), its environment and its inputs (other derivations

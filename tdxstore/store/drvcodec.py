@@ -1,4 +1,4 @@
-"""Canonical CBOR encoding of derivations (L2).
+"""Canonical CBOR encoding of derivations (L3).
 
 Encoding: one CBOR map, RFC 8949 §4.2 deterministic (cbor2 `canonical=True`: shortest integers,
 definite lengths, map keys sorted by their encoded bytes), text strings only, no floats, no tags;

@@ -1,4 +1,4 @@
-"""Loading derivations named on the command line: `FILE.py[:ATTR]` or a `.drv` store path (L2).
+"""Loading derivations named on the command line: `FILE.py[:ATTR]` or a `.drv` store path (L3).
 
 A Python file is run like a script (its directory on sys.path); ATTR names a module-level value
 (dotted for attributes). Without ATTR the file's `default` is used, else its only Derivation.

@@ -1,4 +1,4 @@
-"""Canonicalise a freshly built tree before it is hashed and becomes a store path (L2).
+"""Canonicalise a freshly built tree before it is hashed and becomes a store path (L3).
 
 After `normalise_tree`: files are 0444 or 0555 (0555 when any execute bit was set), directories
 0555, no setuid/setgid/sticky bit anywhere, and every mtime and atime is 1 (as Nix sets them),

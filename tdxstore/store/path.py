@@ -1,4 +1,4 @@
-"""Store paths: the value object and the Nix path computation (L2, pure).
+"""Store paths: the value object and the Nix path computation (L3, pure).
 
 A `StorePath` holds only the 32-character hash part and the name; only the `Store` maps it to a
 file-system location. Paths are computed exactly as Nix does: the SHA-256 of the fingerprint

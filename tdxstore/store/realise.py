@@ -1,4 +1,4 @@
-"""Realisation: make the outputs of derivations valid, building what is missing (L2).
+"""Realisation: make the outputs of derivations valid, building what is missing (L3).
 
 Order for one derivation (Nix `LocalStore::addToStore`, applied to builds):
   1. check valid — all outputs already registered: nothing to do;

@@ -1,4 +1,4 @@
-"""`why-depends`: the shortest reference chain between two paths, with where each reference sits (L2)."""
+"""`why-depends`: the shortest reference chain between two paths, with where each reference sits (L3)."""
 
 from __future__ import annotations
 
