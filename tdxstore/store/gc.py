@@ -3,7 +3,8 @@
 Roots are symlinks under `gcroots/` (direct: pointing into the store; indirect, under
 `gcroots/auto/`: pointing at a user's result link, which points into the store; the root vanishes
 when the result link is removed). gc and delete take the GC lock exclusively, so they never run
-while another process adds or builds (those hold it shared); database rows go first, files second.
+while another process adds, builds or roots (those hold it shared); rows go first, files second.
+gc never deletes a path a root points to: a rooted path missing from the database stops it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,17 @@ class GcReport:
 
 
 def add_root(store: Store, link: Path, sp: StorePath) -> Path:
-    """Make `link` a symlink to `sp` and register it as an indirect GC root."""
-    link = Path(os.path.abspath(link))
+    """Make `link` a symlink to `sp` and register it as an indirect GC root.
+
+    Takes the GC guard itself, but a caller that has just made `sp` valid must already hold
+    `store.gc_guard()` from before `sp` became valid until this returns: otherwise a gc may run in
+    the gap and delete `sp` (the root would then dangle). `tdx realise -o` and `tdx build -o` do so.
+    """
+    with store.gc_guard():
+        return _add_root(store, Path(os.path.abspath(link)), sp)
+
+
+def _add_root(store: Store, link: Path, sp: StorePath) -> Path:
     store.query(sp)
     tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
     if tmp.is_symlink():

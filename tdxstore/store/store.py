@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -55,6 +56,9 @@ class Store:
         self.gcroots = home / "gcroots"
         self.logs = home / "logs"
         self.db = db
+        self._guard_lock = threading.Lock()
+        self._guard_depth = 0
+        self._guard: FileLock | None = None
 
     @classmethod
     def open(cls, home: Path | None = None) -> Store:
@@ -117,9 +121,26 @@ class Store:
 
     @contextmanager
     def gc_guard(self) -> Iterator[None]:
-        """Held (shared) while adding or building so that a concurrent gc cannot delete inputs."""
-        with locked([self.locks / "gc.lock"], shared=True):
+        """Held (shared) while adding, building or rooting, so that a concurrent gc waits.
+
+        Re-entrant within this Store (any thread): the flock is taken when the outermost holder enters
+        and released when the last one leaves. A command that makes a path valid and then roots it
+        holds the guard across both, so gc never sees the path valid but not yet rooted.
+        """
+        with self._guard_lock:
+            if self._guard_depth == 0:
+                lock = FileLock(self.locks / "gc.lock")
+                lock.acquire(shared=True)
+                self._guard = lock
+            self._guard_depth += 1
+        try:
             yield
+        finally:
+            with self._guard_lock:
+                self._guard_depth -= 1
+                if self._guard_depth == 0 and self._guard is not None:
+                    self._guard.release()
+                    self._guard = None
 
     @contextmanager
     def temp_dir(self, prefix: str) -> Iterator[Path]:
