@@ -115,7 +115,7 @@ def verify(
     try:
         store = _open()
     except StoreError as e:
-        if e.code != "db-corrupt" or not repair_db:
+        if e.code not in ("db-corrupt", "db-missing") or not repair_db:
             raise
         rebuilt = repair_database()
         print(f"database rebuilt from the store: {len(rebuilt)} paths registered", file=sys.stderr)

@@ -90,6 +90,7 @@ def live_paths(store: Store) -> set[StorePath]:
 def collect_garbage(store: Store, *, dry_run: bool = False) -> GcReport:
     """Delete every path not reachable from a root, and every unregistered leftover."""
     with locked([store.locks / "gc.lock"]):
+        _check_roots_registered(store)
         live = {p.base_name for p in live_paths(store)}
         dead = [b for b in store.db.all_paths() if b not in live]
         valid = set(store.db.all_paths())
@@ -101,6 +102,20 @@ def collect_garbage(store: Store, *, dry_run: bool = False) -> GcReport:
                 remove_tree(store.root / g)
             _clean_tmp(store)
     return GcReport(tuple(StorePath.from_base_name(b) for b in dead), tuple(garbage), freed, dry_run)
+
+
+def _check_roots_registered(store: Store) -> None:
+    """Refuse to collect when a root points at a path on disk that the database does not know.
+
+    Roots are only made for valid paths, so such a root means rows were lost (a replaced or
+    restored database): the references of that path are unknown and nothing can be proven dead.
+    """
+    for link, sp in sorted(roots(store).items()):
+        real = store.real_path(sp)
+        if (real.exists() or real.is_symlink()) and not store.is_valid(sp):
+            raise StoreError(f"the GC root {link!r} points at {sp}, which is on disk but not in the database",
+                             hint="the database has lost rows: run `tdx store verify --repair-db`, then gc",
+                             code="db-incomplete")
 
 
 def delete_paths(store: Store, paths: list[StorePath]) -> int:

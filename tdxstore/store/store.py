@@ -41,6 +41,25 @@ def default_home() -> Path:
     return Path(data) / "tdx"
 
 
+def _check_database_present(home: Path) -> None:
+    """A missing or empty database beside a non-empty store directory is a damaged store.
+
+    Opening it as usual would create an empty database, and the store would look empty: `ls` would
+    list nothing and `gc` would treat every path as garbage. Refuse instead, with the repair command.
+    """
+    db = home / "db.sqlite"
+    if db.exists() and db.stat().st_size > 0:
+        return
+    entries = [e.name for e in os.scandir(home / "store") if not e.name.startswith(".")]
+    if not entries:
+        return
+    state = "is empty" if db.exists() else "is missing"
+    raise StoreError(f"the store database {str(db)!r} {state}, but {str(home / 'store')!r} holds "
+                     f"{len(entries)} entries: the store is damaged, not empty",
+                     hint="run `tdx store verify --repair-db` to rebuild the database from the store contents",
+                     code="db-missing")
+
+
 def content_address(sha256: bytes, *, recursive: bool) -> str:
     return f"fixed:{'r:' if recursive else ''}sha256:{base32.encode(sha256)}"
 
@@ -73,6 +92,7 @@ class Store:
             raise StoreError(f"the store directory {str(home)!r} is not writable",
                              hint="fix its permissions or set TDX_HOME to a writable directory",
                              code="store-not-writable")
+        _check_database_present(home)
         return cls(home, Database(home / "db.sqlite"))
 
     def close(self) -> None:
