@@ -6,6 +6,7 @@ call one library function and print. Heavy imports happen inside commands so `td
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
@@ -15,7 +16,7 @@ import traceback
 
 import typer
 
-from tdxstore.errors import TdxError
+from tdxstore.errors import NoSpaceError, TdxError
 
 # Command-group modules, each exposing `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = (
@@ -99,6 +100,14 @@ def _run(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         _Interrupts.seen = True
         return 130
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk the library did not put into words: still one line, never a traceback
+        where = f" writing {e.filename!r}" if e.filename else ""
+        render_error(NoSpaceError(f"no space left on the device{where}", code="no-space",
+                                  hint="free some space (`tdx store gc`) or set TDX_HOME to a larger file system"))
+        return NoSpaceError.exit_code
     except typer.Exit as e:
         return int(e.exit_code or 0)
     except SystemExit as e:

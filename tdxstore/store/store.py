@@ -15,12 +15,12 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from tdxstore._fs import fsync_dir, remove_tree, sha256_file, temporary_directory
 from tdxstore._lock import FileLock, locked
-from tdxstore.errors import StoreError, StorePathError
+from tdxstore.errors import StoreError, StorePathError, full_disk_is_an_error
 from tdxstore.store import base32
 from tdxstore.store.db import Database, PathInfo
 from tdxstore.store.nar import hash_and_scan, hash_path
@@ -179,7 +179,7 @@ class Store:
         sp = make_fixed_output_path(digest.hex, name, recursive=True)
         if self.is_valid(sp):
             return sp
-        with self.gc_guard(), self.temp_dir("add") as tmp:
+        with self._space_for(src), self.gc_guard(), self.temp_dir("add") as tmp:
             staged = tmp / "out"
             _copy(src, staged)
             self._install_ca(staged, sp, digest.sha256, content_address(digest.sha256, recursive=True))
@@ -195,7 +195,7 @@ class Store:
         sp = make_fixed_output_path(flat.hex(), name, recursive=False)
         if self.is_valid(sp):
             return sp
-        with self.gc_guard(), self.temp_dir("add") as tmp:
+        with self._space_for(src), self.gc_guard(), self.temp_dir("add") as tmp:
             staged = tmp / "out"
             _copy(src, staged)
             if sha256_file(staged) != flat:
@@ -226,6 +226,10 @@ class Store:
                 self.install(staged, sp, references=refs,
                              ca=f"text:sha256:{base32.encode(hashlib.sha256(data).digest())}")
         return sp
+
+    def _space_for(self, src: Path) -> AbstractContextManager[None]:
+        """A full disk while adding `src` is one NoSpaceError naming the store and `src`'s size."""
+        return full_disk_is_an_error(self.tmp, f"adding {str(src)!r}", lambda: _tree_size(src))
 
     def _install_ca(self, staged: Path, sp: StorePath, expect_nar: bytes | None, ca: str) -> None:
         with self.path_locks([sp]):
@@ -282,6 +286,13 @@ class Store:
             seen.add(base)
             todo.extend(r for r in self.db.references(base) if r not in seen)
         return {StorePath.from_base_name(b) for b in seen}
+
+
+def _tree_size(path: Path) -> int:
+    """Bytes of the regular files of a file or tree (what a copy of it needs, roughly)."""
+    if not path.is_dir() or path.is_symlink():
+        return os.lstat(path).st_size
+    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(path) for f in files)
 
 
 def _copy(src: Path, dest: Path) -> None:
