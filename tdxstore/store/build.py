@@ -24,6 +24,7 @@ from tdxstore.store.path import StorePath
 from tdxstore.store.store import Store
 
 if TYPE_CHECKING:
+    from tdxstore.fetch.download import Limits
     from tdxstore.store.realise import Options
 
 Install = Callable[[dict[str, Path]], None]
@@ -96,7 +97,8 @@ def _run_builtin(store: Store, drv: Derivation, options: Options, out: Path) -> 
             expected = None if drv.fixed.recursive else drv.fixed.sha256
             got = download(env["url"], out, expected_sha256=expected, progress=options.download_progress,
                            timeout=options.fetch_timeout or DEFAULT_TIMEOUT,
-                           retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries)
+                           retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries,
+                           limits=_limits(options))
             log.write(f"downloaded sha256:{got}\n".encode())
         else:
             commit = fetch_git_tree(env["url"], out, tag=env.get("tag") or None, rev=env.get("rev") or None,
@@ -105,6 +107,13 @@ def _run_builtin(store: Store, drv: Derivation, options: Options, out: Path) -> 
             from tdxstore.store.nar import hash_path
 
             remember_commit(store.home / GIT_RESOLUTIONS, env["url"], env.get("tag"), hash_path(out).hex, commit)
+
+
+def _limits(options: Options) -> Limits:
+    from tdxstore.fetch.download import DEFAULT_LIMITS, Limits
+
+    return Limits(max_size=options.fetch_max_size or DEFAULT_LIMITS.max_size,
+                  deadline=options.fetch_deadline or DEFAULT_LIMITS.deadline)
 
 
 def _run_host_builtin(store: Store, drv: Derivation, out: Path) -> None:
