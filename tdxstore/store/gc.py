@@ -150,12 +150,20 @@ def _remove(store: Store, bases: list[str]) -> None:
             log.unlink()
 
 
-def _clean_tmp(store: Store) -> None:
-    """Remove temporary directories of processes that no longer exist."""
-    for entry in store.tmp.iterdir():
+def stale_temporaries(store: Store) -> list[tuple[Path, int]]:
+    """Entries of `tmp/` left by processes that no longer exist (killed builds, adds), with their size."""
+    found = []
+    for entry in sorted(store.tmp.iterdir()):
         pid = entry.name.split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
-            remove_tree(entry)
+            found.append((entry, _disk_usage(entry)))
+    return found
+
+
+def _clean_tmp(store: Store) -> None:
+    """Remove temporary directories of processes that no longer exist."""
+    for entry, _ in stale_temporaries(store):
+        remove_tree(entry)
 
 
 def _alive(pid: int) -> bool:

@@ -174,7 +174,7 @@ class Store:
         src = Path(src)
         if not src.exists() and not src.is_symlink():
             raise StoreError(f"cannot add {str(src)!r}: no such file or directory", code="source-missing")
-        name = name or src.name
+        name = src.name if name is None else name
         digest = hash_path(src)
         sp = make_fixed_output_path(digest.hex, name, recursive=True)
         if self.is_valid(sp):
@@ -190,7 +190,7 @@ class Store:
         src = Path(src)
         if not src.is_file():
             raise StoreError(f"cannot add {str(src)!r} as a flat file: not a regular file", code="source-missing")
-        name = name or src.name
+        name = src.name if name is None else name
         flat = sha256_file(src)
         sp = make_fixed_output_path(flat.hex(), name, recursive=False)
         if self.is_valid(sp):
