@@ -7,6 +7,12 @@ Every error has a stable kebab-case `code` that tests assert on.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import shutil
+from collections.abc import Callable, Iterator
+
 
 class TdxError(Exception):
     """Base class: a one-sentence `message`, the next step in `hint`, a longer `detail`."""
@@ -47,6 +53,51 @@ class StoreError(TdxError):
     """The store itself: missing or invalid path, database, permissions, locks."""
 
     code = "store-error"
+
+
+class NoSpaceError(StoreError):
+    """The file system holding the store (or a download) is full."""
+
+    code = "no-space"
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def _is_full_disk(e: OSError) -> bool:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # shutil.copytree gathers its failures into shutil.Error, one (src, dst, str(OSError)) per file
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list):
+        marks = (f"[Errno {errno.ENOSPC}]", f"[Errno {errno.EDQUOT}]")
+        return any(isinstance(t, tuple) and any(m in str(t[-1]) for m in marks) for t in e.args[0])
+    return False
+
+
+@contextlib.contextmanager
+def full_disk_is_an_error(where: os.PathLike[str] | str, what: str,
+                          needed: Callable[[], int | None]) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT inside the block into one NoSpaceError naming `where` and the space needed.
+
+    `needed` is called only on failure (sizing a tree costs a walk); None means "unknown". The
+    caller's own cleanup (temporary directories) still runs as the error propagates.
+    """
+    try:
+        yield
+    except OSError as e:
+        if not _is_full_disk(e):
+            raise
+        try:
+            st = os.statvfs(where)
+            free = f", {_size(st.f_bavail * st.f_frsize)} free"
+        except OSError:
+            free = ""
+        size = needed()
+        need = f"needs {_size(size)}" if size is not None else "needs more space than is left"
+        raise NoSpaceError(f"no space left on the device holding {os.fspath(where)!r}: {what} {need}{free}",
+                           hint="free some space (`tdx store gc` removes unreachable paths) or set TDX_HOME "
+                                "to a larger file system", code="no-space") from e
 
 
 class NarError(TdxError):

@@ -8,12 +8,16 @@ HTTP routes (GET):
   /stall/<name>           headers and half the body, then silence until the server stops
   /truncated/<name>       Content-Length of the full body, half the body, then close
   /big/<mib>              <mib> MiB generated on the fly (see big_digest)
+  /silent                 never answers (until the server stops)
+  /endless                200 without Content-Length, zeros until the client hangs up
+  /trickle                200 without Content-Length, one byte every 50 ms
   anything else           404
 Every request's path is counted in `server.hits`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import socket
@@ -99,6 +103,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             for i in range(mib):
                 self.wfile.write(big_block(i))
+        elif kind == "silent":
+            srv.stop_event.wait(60)  # accepts the request, never answers
+        elif kind == "endless":
+            self.send_response(200)  # no Content-Length: the body ends when the connection does
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                while not srv.stop_event.is_set():
+                    self.wfile.write(b"\0" * 65536)
+        elif kind == "trickle":
+            self.send_response(200)
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                while not srv.stop_event.wait(0.05):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
         else:
             self._send(404, b"not found")
 

@@ -18,8 +18,10 @@ from tdxstore._fs import sha256_file
 from tdxstore._lock import locked
 from tdxstore.errors import FetchError, HashMismatchError, UsageError
 from tdxstore.fetch.download import (
+    DEFAULT_LIMITS,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
+    Limits,
     Progress,
     check_url,
     download,
@@ -65,11 +67,13 @@ def _realise_fixed(store: Store, drv: Derivation, options: Options) -> StorePath
 
 
 def realise_fetch(store: Store, url: str, hex_digest: str, name: str, *, progress: Progress | None = None,
-                  timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES) -> StorePath:
+                  timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
+                  limits: Limits = DEFAULT_LIMITS) -> StorePath:
     """Make the flat fixed-output path of (hex_digest, name) valid, downloading `url` if needed."""
     check_url(url)
     check_name(name)
-    options = Options(download_progress=progress, fetch_timeout=timeout, fetch_retries=retries)
+    options = Options(download_progress=progress, fetch_timeout=timeout, fetch_retries=retries,
+                      fetch_max_size=limits.max_size, fetch_deadline=limits.deadline)
     return _realise_fixed(store, fetchurl_derivation(url, hex_digest, name), options)
 
 
@@ -115,9 +119,25 @@ def _open(store: Store | None) -> tuple[Store, bool]:
     return (store, False) if store is not None else (Store.open(), True)
 
 
+def local_url(text: str) -> str:
+    """`text` unchanged if it is a URL, else the file:// URL of an existing local regular file."""
+    if "://" in text:
+        return text
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{text!r} is a directory; fetch stores single files",
+                         hint=f"add a directory with `tdx store add {text}`, or learn its hash with "
+                              f"`tdx fetch --hash {text}`", code="not-a-file")
+    if not path.exists():
+        raise UsageError(f"{text!r} is neither an existing file nor a URL",
+                         hint="give a path to a file or a URL such as https://host/file", code="bad-url")
+    return path.absolute().as_uri()
+
+
 def fetch(url: str, sha256: str | None = None, *, name: str | None = None, store: Store | None = None,
-          progress: Progress | None = None) -> Path:
-    """Download `url`, verify it against `sha256`, and return the Path of the file in the store."""
+          progress: Progress | None = None, limits: Limits = DEFAULT_LIMITS) -> Path:
+    """Download `url` (or copy a local file), verify it against `sha256`, return its Path in the store."""
+    url = local_url(url)
     check_url(url)
     if sha256 is None:
         raise missing_hash_error(url)
@@ -125,7 +145,7 @@ def fetch(url: str, sha256: str | None = None, *, name: str | None = None, store
     name = name or default_name(url)
     st, owned = _open(store)
     try:
-        sp = realise_fetch(st, url, hex_digest, name, progress=progress)
+        sp = realise_fetch(st, url, hex_digest, name, progress=progress, limits=limits)
         record(url, format_sha256(hex_digest), kind=FetchKind.FETCH, name=name)
         return st.real_path(sp)
     finally:
@@ -158,10 +178,14 @@ def _hash_local(path: Path) -> str:
         from tdxstore.store.nar import hash_path
 
         return hash_path(path).hex
+    if not path.is_file():  # /dev/zero, a fifo: no size, maybe no end
+        raise UsageError(f"{str(path)!r} is not a regular file or a directory",
+                         hint="hash a regular file, a directory or a URL", code="not-a-file")
     return sha256_file(path).hex()
 
 
-def hash_of(url_or_path: str | Path, *, store: Store | None = None, progress: Progress | None = None) -> str:
+def hash_of(url_or_path: str | Path, *, store: Store | None = None, progress: Progress | None = None,
+            limits: Limits = DEFAULT_LIMITS) -> str:
     """`sha256:<hex>` of a URL's bytes, a local file's bytes, or a local directory's NAR.
 
     A URL is downloaded into the store (as `nix-prefetch-url` does), so a following `fetch()` of it
@@ -184,7 +208,7 @@ def hash_of(url_or_path: str | Path, *, store: Store | None = None, progress: Pr
     try:
         with st.temp_dir("hash-of") as tmp:
             staged = tmp / name
-            got = download(text, staged, expected_sha256=None, progress=progress)
+            got = download(text, staged, expected_sha256=None, progress=progress, limits=limits)
             st.add_flat(staged, name=name)
         return format_sha256(got)
     finally:

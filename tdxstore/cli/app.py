@@ -6,15 +6,17 @@ call one library function and print. Heavy imports happen inside commands so `td
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
+import signal
 import sys
 import traceback
 
 import typer
 
-from tdxstore.errors import TdxError
+from tdxstore.errors import NoSpaceError, TdxError
 
 # Command-group modules, each exposing `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = (
@@ -65,8 +67,29 @@ def render_error(err: TdxError) -> None:
         print(err.detail.rstrip("\n"), file=stream)
 
 
+class _Interrupts:
+    """Remembers a Ctrl-C: typer turns KeyboardInterrupt into a silent `return 130`."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: object) -> None:
+        cls.seen = True
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: the one place errors are rendered and mapped to exit codes."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _Interrupts.handler)
+    rv = _run(argv)
+    if _Interrupts.seen:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return rv
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         rv = app(args=argv, standalone_mode=False)
     except TdxError as err:
@@ -75,14 +98,22 @@ def main(argv: list[str] | None = None) -> int:
         render_error(err)
         return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _Interrupts.seen = True
         return 130
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk the library did not put into words: still one line, never a traceback
+        where = f" writing {e.filename!r}" if e.filename else ""
+        render_error(NoSpaceError(f"no space left on the device{where}", code="no-space",
+                                  hint="free some space (`tdx store gc`) or set TDX_HOME to a larger file system"))
+        return NoSpaceError.exit_code
     except typer.Exit as e:
         return int(e.exit_code or 0)
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 1
     except typer.Abort:
-        print("interrupted", file=sys.stderr)
+        _Interrupts.seen = True
         return 130
     except Exception as e:
         # Usage errors of the command-line parser (click's, vendored by newer typer releases): they know

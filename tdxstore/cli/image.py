@@ -59,9 +59,11 @@ def build_cmd(
             print(f"valid {drv.out}")
         print("install " + " ".join(d.packages))
         return
-    plan, image, ran = pipeline.build(store, tdxfile, fmt=fmt, options=Options(jobs=jobs), phase=_say)
-    out.mkdir(parents=True, exist_ok=True)
-    link = add_root(store, out / plan.image.name, image)
+    # One GC guard from evaluation to the result link: a gc waits until the image is rooted.
+    with store.gc_guard():
+        plan, image, ran = pipeline.build(store, tdxfile, fmt=fmt, options=Options(jobs=jobs), phase=_say)
+        out.mkdir(parents=True, exist_ok=True)
+        link = add_root(store, out / plan.image.name, image)
     if plan.fmt.value == "directory":
         tree = pipeline.unpack_directory(store.real_path(image) / "image.tar", out / f"{plan.image.name}.rootfs")
         _say(f"root file system unpacked at {tree}")

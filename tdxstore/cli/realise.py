@@ -6,8 +6,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from tdxstore.store.realise import Options
+    from tdxstore.store.store import Store
 
 
 def register(app: typer.Typer) -> None:
@@ -33,12 +38,22 @@ def realise_cmd(
     max_silent: float | None = typer.Option(None, "--max-silent", help="Default limit without output (s)."),
 ) -> None:
     """Build a derivation (and what it needs) and print its output paths."""
-    from tdxstore.store.evaluate import resolve_targets, selected_paths
-    from tdxstore.store.gc import add_root
-    from tdxstore.store.realise import Options, instantiate, plan, realise
+    from tdxstore.store.realise import Options
     from tdxstore.store.store import Store
 
     store = Store.open()
+    # One GC guard from evaluation to the result links: a gc waits until the outputs are rooted.
+    with store.gc_guard():
+        _realise(store, target, out_link, dry_run, Options(
+            jobs=jobs, keep_failed=keep_failed, no_sandbox=no_sandbox, timeout=timeout, max_silent=max_silent,
+            cores=max(1, (os.cpu_count() or 1) // jobs)))
+
+
+def _realise(store: Store, target: str, out_link: Path | None, dry_run: bool, options: Options) -> None:
+    from tdxstore.store.evaluate import resolve_targets, selected_paths
+    from tdxstore.store.gc import add_root
+    from tdxstore.store.realise import instantiate, plan, realise
+
     drvs, output = resolve_targets(store, target)
     if dry_run:
         for d in drvs:
@@ -50,7 +65,7 @@ def realise_cmd(
         for d in todo.valid:
             print(f"valid {d.drv_path}")
         return
-    if no_sandbox:
+    if options.no_sandbox:
         _err("WARNING: --no-sandbox: builders run on the host WITHOUT isolation; outputs are marked impure "
              "and must not be used for measured images.")
 
@@ -63,8 +78,6 @@ def realise_cmd(
         elif event == "failed":
             _err(f"failed {name}")
 
-    options = Options(jobs=jobs, keep_failed=keep_failed, no_sandbox=no_sandbox, timeout=timeout,
-                      max_silent=max_silent, cores=max(1, (os.cpu_count() or 1) // jobs))
     result = realise(store, drvs, options, progress)
     if not result.built:
         _err("nothing to build: every output is already valid")

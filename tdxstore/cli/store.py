@@ -112,12 +112,13 @@ def verify(
 ) -> None:
     """Re-hash every valid path and report missing or corrupted ones."""
     from tdxstore.errors import StoreError
+    from tdxstore.store.gc import stale_temporaries
     from tdxstore.store.verify import drop_missing, repair_database, verify_store
 
     try:
         store = _open()
     except StoreError as e:
-        if e.code != "db-corrupt" or not repair_db:
+        if e.code not in ("db-corrupt", "db-missing") or not repair_db:
             raise
         rebuilt = repair_database()
         print(f"database rebuilt from the store: {len(rebuilt)} paths registered", file=sys.stderr)
@@ -129,6 +130,8 @@ def verify(
         print(f"corrupted: {sp}\n  expected {exp}\n  got      {got}")
     for g in report.garbage:
         print(f"invalid (unregistered, removed by gc): {g}")
+    for entry, size in stale_temporaries(store):
+        print(f"leftover of a killed process (removed by gc): {entry} ({_human(size)})")
     if repair_db and report.missing:
         for b in drop_missing(store, list(report.missing)):
             print(f"invalidated: /tdx/store/{b}")

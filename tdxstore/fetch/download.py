@@ -2,8 +2,10 @@
 
 Invariants: the destination either does not change or is replaced by a complete, verified file
 (bytes go to a temporary file next to it, renamed only after the length and SHA-256 check); memory
-stays flat whatever the size; transient failures (timeouts, resets, truncation, 408/429/5xx) are
-retried with exponential backoff; everything else raises one FetchError/UsageError with a `code`.
+stays flat whatever the size; a fetch is bounded in size (the declared length, else `Limits.max_size`)
+and in time (`Limits.deadline` over all attempts, besides the per-pause timeout); transient failures
+(timeouts, resets, truncation, 408/429/5xx) are retried with exponential backoff; everything else
+raises one FetchError/UsageError/NoSpaceError with a `code`.
 """
 
 from __future__ import annotations
@@ -13,18 +15,20 @@ import errno
 import hashlib
 import logging
 import os
+import stat
 import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import requests
 import urllib3.exceptions
 
-from tdxstore.errors import FetchError, HashMismatchError, UsageError
+from tdxstore.errors import FetchError, HashMismatchError, UsageError, full_disk_is_an_error
 from tdxstore.fetch.hashspec import format_sha256
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,8 @@ CHUNK = 1 << 20
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF = 0.5
+DEFAULT_MAX_SIZE = 4 << 30  # bytes, when no length is declared (`tdx fetch --max-size` raises it)
+DEFAULT_DEADLINE = 6 * 3600.0  # seconds for a whole fetch, retries included
 SCHEMES = ("http", "https", "file")
 USER_AGENT = "tdx-vm-sdk-fetch/0.1"
 
@@ -44,6 +50,58 @@ class _Transient(Exception):
     def __init__(self, error: FetchError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds of one fetch: bytes when the source declares no length, and wall-clock seconds."""
+
+    max_size: int = DEFAULT_MAX_SIZE
+    deadline: float = DEFAULT_DEADLINE
+
+    def __post_init__(self) -> None:
+        if self.max_size <= 0 or self.deadline <= 0:
+            raise UsageError(f"fetch limits must be positive (max size {self.max_size}, deadline {self.deadline})",
+                             code="usage")
+
+
+@dataclass(slots=True)
+class _Budget:
+    """What one fetch has used of its Limits (mutable, private to `download`)."""
+
+    limits: Limits
+    url: str
+    ends: float = field(default=0.0)
+    declared: int | None = None  # Content-Length or a local file's size, once known
+
+    def __post_init__(self) -> None:
+        self.ends = time.monotonic() + self.limits.deadline
+
+    def left(self) -> float:
+        left = self.ends - time.monotonic()
+        if left <= 0:
+            raise FetchError(f"fetching {self.url} took longer than its deadline of {self.limits.deadline:g} s",
+                             hint="retry on a faster connection, or raise the deadline (tdx fetch --deadline)",
+                             code="fetch-deadline")
+        return left
+
+    def bounded(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """`chunks`, stopped with one error past the size limit or the deadline."""
+        done = 0
+        limit = self.declared if self.declared is not None else self.limits.max_size
+        for chunk in chunks:
+            done += len(chunk)
+            if done > limit:
+                raise FetchError(
+                    f"{self.url} is larger than {limit} bytes"
+                    + (" (its declared length)" if self.declared is not None else " (the limit for a source "
+                       "that declares no length)"),
+                    hint="if this size is expected, raise the limit (tdx fetch --max-size)", code="too-large")
+            self.left()
+            yield chunk
+
+
+DEFAULT_LIMITS = Limits()
 
 
 def _bad_url(url: str, why: str) -> UsageError:
@@ -173,16 +231,19 @@ def _copy_stream(chunks: Iterable[bytes], out: BinaryIO, total: int | None,
 
 
 def _attempt_http(session: requests.Session, url: str, out: BinaryIO, timeout: float,
-                  progress: Progress | None) -> str:
+                  progress: Progress | None, budget: _Budget) -> str:
     out.seek(0)
     out.truncate()
+    wait = min(timeout, budget.left())
     try:
-        with session.get(url, stream=True, timeout=(timeout, timeout), allow_redirects=True) as resp:
+        with session.get(url, stream=True, timeout=(wait, wait), allow_redirects=True) as resp:
             if resp.status_code >= 400:
                 raise _http_status_error(url, resp)
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            chunks = resp.raw.stream(CHUNK, decode_content=False)
+            budget.declared = total
+            # read1: whatever has arrived, so a trickling body still meets the deadline check
+            chunks = budget.bounded(iter(lambda: resp.raw.read1(CHUNK, decode_content=False), b""))
             digest, done = _copy_stream(chunks, out, total, progress)
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
         # requests' exceptions are OSErrors too; a local OSError (disk full) is not a fetch problem.
@@ -199,16 +260,16 @@ def _attempt_http(session: requests.Session, url: str, out: BinaryIO, timeout: f
 
 
 def _download_http(url: str, out: BinaryIO, timeout: float, retries: int, backoff: float,
-                   progress: Progress | None) -> str:
+                   progress: Progress | None, budget: _Budget) -> str:
     session = _session()
     try:
         for attempt in range(retries + 1):
             try:
-                return _attempt_http(session, url, out, timeout, progress)
+                return _attempt_http(session, url, out, timeout, progress, budget)
             except _Transient as t:
                 if attempt == retries:
                     raise t.error from t.__cause__
-                delay = backoff * (2 ** attempt)
+                delay = min(backoff * (2 ** attempt), budget.left())
                 log.info("fetch %s: %s; retrying in %.1f s (%d/%d)", url, t.error.message, delay,
                          attempt + 1, retries)
                 time.sleep(delay)
@@ -218,12 +279,17 @@ def _download_http(url: str, out: BinaryIO, timeout: float, retries: int, backof
 
 
 def _copy_file_url(url: str, parts: urllib.parse.SplitResult, out: BinaryIO,
-                   progress: Progress | None) -> str:
+                   progress: Progress | None, budget: _Budget) -> str:
     path = Path(urllib.request.url2pathname(parts.path))
     try:
         with path.open("rb") as src:
-            total = os.fstat(src.fileno()).st_size
-            digest, _ = _copy_stream(iter(lambda: src.read(CHUNK), b""), out, total, progress)
+            st = os.fstat(src.fileno())
+            if not stat.S_ISREG(st.st_mode):  # /dev/zero, a fifo: no size, maybe no end
+                raise FetchError(f"{url} is not a regular file", code="not-a-file",
+                                 hint="fetch regular files only; add directories with `tdx store add`")
+            budget.declared = total = st.st_size
+            chunks = budget.bounded(iter(lambda: src.read(CHUNK), b""))
+            digest, _ = _copy_stream(chunks, out, total, progress)
     except FileNotFoundError as e:
         raise FetchError(f"{url} does not exist (no file {str(path)!r})", code="file-not-found",
                          hint="check the path in the file:// URL") from e
@@ -237,22 +303,30 @@ def _copy_file_url(url: str, parts: urllib.parse.SplitResult, out: BinaryIO,
 
 def download(url: str, dest: Path, *, expected_sha256: str | None, progress: Progress | None = None,
              timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-             backoff: float = DEFAULT_BACKOFF) -> str:
+             backoff: float = DEFAULT_BACKOFF, limits: Limits = DEFAULT_LIMITS) -> str:
     """Download `url` to `dest` and return the SHA-256 (hex) of its bytes.
 
     `expected_sha256` (hex) is checked before `dest` appears; on mismatch raise HashMismatchError
-    and leave nothing behind. `timeout` bounds the connect time and every pause between bytes.
+    and leave nothing behind. `timeout` bounds the connect time and every pause between bytes;
+    `limits` the size (when the source declares none) and the whole fetch's wall-clock time.
     """
     parts = check_url(url)
+    budget = _Budget(limits, url)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with full_disk_is_an_error(dest.parent, f"downloading {url}", lambda: budget.declared):
+        return _download_to(url, parts, dest, expected_sha256, progress, timeout, retries, backoff, budget)
+
+
+def _download_to(url: str, parts: urllib.parse.SplitResult, dest: Path, expected_sha256: str | None,
+                 progress: Progress | None, timeout: float, retries: int, backoff: float, budget: _Budget) -> str:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w+b") as out:
             if parts.scheme == "file":
-                got = _copy_file_url(url, parts, out, progress)
+                got = _copy_file_url(url, parts, out, progress, budget)
             else:
-                got = _download_http(url, out, timeout, retries, backoff, progress)
+                got = _download_http(url, out, timeout, retries, backoff, progress, budget)
             if expected_sha256 is not None and got != expected_sha256.lower():
                 raise HashMismatchError(url, format_sha256(expected_sha256), format_sha256(got))
             out.flush()

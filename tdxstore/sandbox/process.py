@@ -118,17 +118,22 @@ def popen(
     stderr: IO[bytes] | int | None = subprocess.STDOUT,
     pass_fds: Sequence[int] = (),
     start_new_session: bool = False,
+    executable: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start argv without waiting (for streaming logs, timeouts, sandboxes)."""
+    """Start argv without waiting (for streaming logs, timeouts, sandboxes).
+
+    `executable`, when given, is the program run; argv[0] is then only the name it sees.
+    """
     args = [os.fspath(a) for a in argv]
     log.debug("spawn: %s", command_line(args))
     try:
         return subprocess.Popen(
             args, env=dict(env) if env is not None else host_env(), cwd=cwd, stdin=stdin,
             stdout=stdout, stderr=stderr, pass_fds=tuple(pass_fds), start_new_session=start_new_session,
+            executable=executable,
         )
     except FileNotFoundError as e:
-        raise _not_found(args[0]) from e
+        raise _not_found(executable or args[0]) from e
 
 
 def _not_found(program: str) -> CommandError:

@@ -13,6 +13,7 @@ import os
 import selectors
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ ROOT_MOUNT_POINTS = ("build/", "dev/", "etc/", "etc/group", "etc/hosts", "etc/pa
 NETWORK_MOUNT_POINTS = ("etc/resolv.conf", "etc/ssl/certs/")
 
 _TAIL_BYTES = 8192
+#: The fd on which bwrap reads its options (`--args`); fixed, since builds can see the number.
+ARGS_FD = 200
+_ARGS_LOCK = threading.Lock()
 _bwrap_path: str | None = None
 
 
@@ -147,8 +151,16 @@ def run_sandboxed(spec: SandboxSpec, log: BinaryIO | IO[bytes], *, bwrap: str | 
         for name, text in etc_files(spec).items():
             (etc_dir / name).write_text(text, encoding="utf-8")
         argv = bwrap_argv(spec, etc_dir, bwrap=bwrap)
-        # bwrap itself gets only PATH-free minimal env; --clearenv sets the build's.
-        result = _supervise(argv, {}, None, spec, log)
+        # bwrap itself gets only PATH-free minimal env; --clearenv sets the build's. Its arguments
+        # go through `--args FD`: bwrap's own command line is the sandbox's /proc/1/cmdline, which a
+        # build can read, and must not show host paths (TDX_HOME, this temporary directory).
+        # bwrap takes only options from the file: the command stays on the command line, and it holds
+        # only sandbox paths (the derivation's builder and arguments).
+        split = len(argv) - len(spec.argv) - 1
+        assert argv[split] == "--"
+        options = b"".join(os.fsencode(a) + b"\0" for a in argv[1:split])
+        result = _supervise(["bwrap", "--args", str(ARGS_FD), *argv[split:]], {}, None, spec, log,
+                            executable=bwrap, args_data=options, shown=argv)
     if result.returncode != 0 and result.reason is None:
         result = _classify_bwrap_failure(result)
     return result
@@ -189,9 +201,41 @@ def _classify_bwrap_failure(result: SandboxResult) -> SandboxResult:
     return SandboxResult(result.returncode, reason, result.duration, result.command, result.tail)
 
 
+def _spawn(argv: list[str], env: dict[str, str], cwd: Path | None, executable: str | None,
+           args_data: bytes | None) -> Any:
+    """popen in a new session; `args_data` is handed to the child as fd ARGS_FD (bwrap's `--args`).
+
+    The number is fixed, not whatever fd is free, because it is part of bwrap's command line and so
+    of what a build reads at /proc/1/cmdline. The lock keeps two builder threads from sharing it.
+    """
+    if args_data is None:
+        return process.popen(argv, env=env, cwd=cwd, start_new_session=True, executable=executable)
+    with _ARGS_LOCK:
+        fd = os.memfd_create("bwrap-args", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, args_data)
+            os.lseek(fd, 0, os.SEEK_SET)
+            try:
+                os.fstat(ARGS_FD)
+                raise SandboxError(f"file descriptor {ARGS_FD} is in use; bwrap's arguments need it",
+                                   hint="close file descriptors before building", code="sandbox-error")
+            except OSError:
+                pass  # free, as expected
+            os.dup2(fd, ARGS_FD, inheritable=False)
+            try:
+                return process.popen(argv, env=env, cwd=cwd, start_new_session=True, executable=executable,
+                                     pass_fds=(ARGS_FD,))
+            finally:
+                os.close(ARGS_FD)
+        finally:
+            os.close(fd)
+
+
 def _supervise(argv: list[str], env: dict[str, str], cwd: Path | None, spec: SandboxSpec,
-               log: BinaryIO | IO[bytes]) -> SandboxResult:
-    return supervise(argv, env=env, cwd=cwd, log=log, timeout=spec.timeout, max_silent=spec.max_silent)
+               log: BinaryIO | IO[bytes], *, executable: str | None = None, args_data: bytes | None = None,
+               shown: list[str] | None = None) -> SandboxResult:
+    return supervise(argv, env=env, cwd=cwd, log=log, timeout=spec.timeout, max_silent=spec.max_silent,
+                     executable=executable, args_data=args_data, shown=shown)
 
 
 #: Called with each chunk of output; True stops the process (reason "stopped").
@@ -200,14 +244,16 @@ OnOutput = Callable[[bytes], bool]
 
 def supervise(argv: list[str], *, env: dict[str, str], cwd: Path | None, log: BinaryIO | IO[bytes],
               timeout: float | None = None, max_silent: float | None = None,
-              on_output: OnOutput | None = None) -> SandboxResult:
+              on_output: OnOutput | None = None, executable: str | None = None,
+              args_data: bytes | None = None, shown: list[str] | None = None) -> SandboxResult:
     """THE process supervisor: run argv in its own session, copy its output to `log`, enforce the limits.
 
     Whatever ends it (exit, `timeout`, `max_silent`, `on_output` returning True), the whole session
     is killed before returning, so no helper it started (apt, dpkg, QEMU's threads) outlives it.
+    `args_data` is passed as bwrap's `--args` file descriptor; `shown` is the command reported on failure.
     """
     start = time.monotonic()
-    proc = process.popen(argv, env=env, cwd=cwd, start_new_session=True)
+    proc = _spawn(argv, env, cwd, executable, args_data)
     assert proc.stdout is not None
     tail = bytearray()
     try:
@@ -221,7 +267,7 @@ def supervise(argv: list[str], *, env: dict[str, str], cwd: Path | None, log: Bi
         proc.wait()
         proc.stdout.close()
     code = proc.returncode
-    return SandboxResult(code, reason, time.monotonic() - start, process.command_line(argv),
+    return SandboxResult(code, reason, time.monotonic() - start, process.command_line(shown or argv),
                          process.tail(bytes(tail)))
 
 

@@ -38,6 +38,8 @@ class Options:
     cores: int = 1
     fetch_timeout: float | None = None  # builtin fetchers: seconds without progress before giving up
     fetch_retries: int | None = None
+    fetch_max_size: int | None = None  # builtin fetchers: bytes when no length is declared
+    fetch_deadline: float | None = None  # builtin fetchers: seconds for the whole fetch
     download_progress: Callable[[int, int | None], None] | None = None
 
 

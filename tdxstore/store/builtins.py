@@ -22,6 +22,7 @@ from tdxstore.store.path import STORE_DIR
 from tdxstore.store.store import Store
 
 if TYPE_CHECKING:
+    from tdxstore.fetch.download import Limits
     from tdxstore.store.build import Options
 
 #: (store, derivation, output path to create, log stream, options) -> None
@@ -46,8 +47,16 @@ def _fetchurl(store: Store, drv: Derivation, out: Path, log: IO[bytes], options:
     expected = None if drv.fixed.recursive else drv.fixed.sha256
     got = download(env["url"], out, expected_sha256=expected, progress=options.download_progress,
                    timeout=options.fetch_timeout or DEFAULT_TIMEOUT,
-                   retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries)
+                   retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries,
+                   limits=_limits(options))
     log.write(f"downloaded sha256:{got}\n".encode())
+
+
+def _limits(options: Options) -> Limits:
+    from tdxstore.fetch.download import DEFAULT_LIMITS, Limits
+
+    return Limits(max_size=options.fetch_max_size or DEFAULT_LIMITS.max_size,
+                  deadline=options.fetch_deadline or DEFAULT_LIMITS.deadline)
 
 
 def _fetchgit(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:

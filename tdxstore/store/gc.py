@@ -3,7 +3,8 @@
 Roots are symlinks under `gcroots/` (direct: pointing into the store; indirect, under
 `gcroots/auto/`: pointing at a user's result link, which points into the store; the root vanishes
 when the result link is removed). gc and delete take the GC lock exclusively, so they never run
-while another process adds or builds (those hold it shared); database rows go first, files second.
+while another process adds, builds or roots (those hold it shared); rows go first, files second.
+gc never deletes a path a root points to: a rooted path missing from the database stops it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,17 @@ class GcReport:
 
 
 def add_root(store: Store, link: Path, sp: StorePath) -> Path:
-    """Make `link` a symlink to `sp` and register it as an indirect GC root."""
-    link = Path(os.path.abspath(link))
+    """Make `link` a symlink to `sp` and register it as an indirect GC root.
+
+    Takes the GC guard itself, but a caller that has just made `sp` valid must already hold
+    `store.gc_guard()` from before `sp` became valid until this returns: otherwise a gc may run in
+    the gap and delete `sp` (the root would then dangle). `tdx realise -o` and `tdx build -o` do so.
+    """
+    with store.gc_guard():
+        return _add_root(store, Path(os.path.abspath(link)), sp)
+
+
+def _add_root(store: Store, link: Path, sp: StorePath) -> Path:
     store.query(sp)
     tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
     if tmp.is_symlink():
@@ -80,6 +90,7 @@ def live_paths(store: Store) -> set[StorePath]:
 def collect_garbage(store: Store, *, dry_run: bool = False) -> GcReport:
     """Delete every path not reachable from a root, and every unregistered leftover."""
     with locked([store.locks / "gc.lock"]):
+        _check_roots_registered(store)
         live = {p.base_name for p in live_paths(store)}
         dead = [b for b in store.db.all_paths() if b not in live]
         valid = set(store.db.all_paths())
@@ -91,6 +102,20 @@ def collect_garbage(store: Store, *, dry_run: bool = False) -> GcReport:
                 remove_tree(store.root / g)
             _clean_tmp(store)
     return GcReport(tuple(StorePath.from_base_name(b) for b in dead), tuple(garbage), freed, dry_run)
+
+
+def _check_roots_registered(store: Store) -> None:
+    """Refuse to collect when a root points at a path on disk that the database does not know.
+
+    Roots are only made for valid paths, so such a root means rows were lost (a replaced or
+    restored database): the references of that path are unknown and nothing can be proven dead.
+    """
+    for link, sp in sorted(roots(store).items()):
+        real = store.real_path(sp)
+        if (real.exists() or real.is_symlink()) and not store.is_valid(sp):
+            raise StoreError(f"the GC root {link!r} points at {sp}, which is on disk but not in the database",
+                             hint="the database has lost rows: run `tdx store verify --repair-db`, then gc",
+                             code="db-incomplete")
 
 
 def delete_paths(store: Store, paths: list[StorePath]) -> int:
@@ -125,12 +150,20 @@ def _remove(store: Store, bases: list[str]) -> None:
             log.unlink()
 
 
-def _clean_tmp(store: Store) -> None:
-    """Remove temporary directories of processes that no longer exist."""
-    for entry in store.tmp.iterdir():
+def stale_temporaries(store: Store) -> list[tuple[Path, int]]:
+    """Entries of `tmp/` left by processes that no longer exist (killed builds, adds), with their size."""
+    found = []
+    for entry in sorted(store.tmp.iterdir()):
         pid = entry.name.split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
-            remove_tree(entry)
+            found.append((entry, _disk_usage(entry)))
+    return found
+
+
+def _clean_tmp(store: Store) -> None:
+    """Remove temporary directories of processes that no longer exist."""
+    for entry, _ in stale_temporaries(store):
+        remove_tree(entry)
 
 
 def _alive(pid: int) -> bool:

@@ -9,6 +9,7 @@ Content-addressed paths (`make_fixed_output_path`) equal Nix's for the same stor
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -83,6 +84,11 @@ class StorePath:
         if not text.startswith(prefix):
             raise StorePathError(f"path {text!r} is not in the store {store_dir!r}")
         base = text[len(prefix):]
+        if ".." in base.split("/"):
+            outside = not posixpath.normpath(text).startswith(prefix)
+            raise StorePathError(f"path {text!r} is {'outside the store' if outside else 'not a store path'}: "
+                                 f"it contains '..'", hint=f"give a path {prefix}<hash>-<name> without '..'",
+                                 code="not-in-store")
         if "/" in base:
             raise StorePathError(f"path {text!r} is inside a store path, not a store path itself")
         return cls.from_base_name(base)

@@ -9,7 +9,8 @@ Order for one derivation (Nix `LocalStore::addToStore`, applied to builds):
   5. normalise, hash, scan references, compare a fixed output's hash with the declared one;
   6. rename into place; 7. register in one transaction; 8. unlock.
 The whole run holds the GC lock shared, so a concurrent `gc` cannot delete inputs under a build.
-Independent derivations run in parallel (`jobs`); dependencies are scheduled first.
+Independent derivations run in parallel (`jobs`); dependencies are scheduled first. With one job
+everything runs in the calling thread, so Ctrl-C interrupts the build or download at once.
 """
 
 from __future__ import annotations
@@ -134,6 +135,13 @@ def realise(store: Store, targets: Sequence[Derivation], options: Options | None
 
 
 def _schedule(store: Store, todo: list[Derivation], options: Options, notify: Progress, result: Result) -> None:
+    if options.jobs <= 1:
+        # In the calling thread, in dependency order: Ctrl-C (KeyboardInterrupt, delivered only to the
+        # main thread) then interrupts the download or build itself, whose cleanup runs at once.
+        for d in todo:
+            if _build_one(store, d, options, notify):
+                result.built.append(d)
+        return
     pending = {d.drv_path: d for d in todo}
     waiting_on = {d.drv_path: {i.drv_path for i in d.input_drvs if i.drv_path in pending} for d in todo}
     lock = threading.Lock()
@@ -147,7 +155,11 @@ def _schedule(store: Store, todo: list[Derivation], options: Options, notify: Pr
                 running[pool.submit(_build_one, store, pending[p], options, notify)] = pending[p]
             if not running:
                 raise DerivationError("derivation graph has a cycle", code="cycle")
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            try:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: start nothing new
+                raise
             for fut in done:
                 drv = running.pop(fut)
                 try:

@@ -12,14 +12,15 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from tdxstore._fs import fsync_dir, remove_tree, sha256_file, temporary_directory
 from tdxstore._lock import FileLock, locked
-from tdxstore.errors import StoreError, StorePathError
+from tdxstore.errors import StoreError, StorePathError, full_disk_is_an_error
 from tdxstore.store import base32
 from tdxstore.store.db import Database, PathInfo
 from tdxstore.store.nar import hash_and_scan, hash_path
@@ -40,6 +41,25 @@ def default_home() -> Path:
     return Path(data) / "tdx"
 
 
+def _check_database_present(home: Path) -> None:
+    """A missing or empty database beside a non-empty store directory is a damaged store.
+
+    Opening it as usual would create an empty database, and the store would look empty: `ls` would
+    list nothing and `gc` would treat every path as garbage. Refuse instead, with the repair command.
+    """
+    db = home / "db.sqlite"
+    if db.exists() and db.stat().st_size > 0:
+        return
+    entries = [e.name for e in os.scandir(home / "store") if not e.name.startswith(".")]
+    if not entries:
+        return
+    state = "is empty" if db.exists() else "is missing"
+    raise StoreError(f"the store database {str(db)!r} {state}, but {str(home / 'store')!r} holds "
+                     f"{len(entries)} entries: the store is damaged, not empty",
+                     hint="run `tdx store verify --repair-db` to rebuild the database from the store contents",
+                     code="db-missing")
+
+
 def content_address(sha256: bytes, *, recursive: bool) -> str:
     return f"fixed:{'r:' if recursive else ''}sha256:{base32.encode(sha256)}"
 
@@ -55,6 +75,9 @@ class Store:
         self.gcroots = home / "gcroots"
         self.logs = home / "logs"
         self.db = db
+        self._guard_lock = threading.Lock()
+        self._guard_depth = 0
+        self._guard: FileLock | None = None
 
     @classmethod
     def open(cls, home: Path | None = None) -> Store:
@@ -69,6 +92,7 @@ class Store:
             raise StoreError(f"the store directory {str(home)!r} is not writable",
                              hint="fix its permissions or set TDX_HOME to a writable directory",
                              code="store-not-writable")
+        _check_database_present(home)
         return cls(home, Database(home / "db.sqlite"))
 
     def close(self) -> None:
@@ -127,9 +151,26 @@ class Store:
 
     @contextmanager
     def gc_guard(self) -> Iterator[None]:
-        """Held (shared) while adding or building so that a concurrent gc cannot delete inputs."""
-        with locked([self.locks / "gc.lock"], shared=True):
+        """Held (shared) while adding, building or rooting, so that a concurrent gc waits.
+
+        Re-entrant within this Store (any thread): the flock is taken when the outermost holder enters
+        and released when the last one leaves. A command that makes a path valid and then roots it
+        holds the guard across both, so gc never sees the path valid but not yet rooted.
+        """
+        with self._guard_lock:
+            if self._guard_depth == 0:
+                lock = FileLock(self.locks / "gc.lock")
+                lock.acquire(shared=True)
+                self._guard = lock
+            self._guard_depth += 1
+        try:
             yield
+        finally:
+            with self._guard_lock:
+                self._guard_depth -= 1
+                if self._guard_depth == 0 and self._guard is not None:
+                    self._guard.release()
+                    self._guard = None
 
     @contextmanager
     def temp_dir(self, prefix: str) -> Iterator[Path]:
@@ -148,7 +189,7 @@ class Store:
         src = Path(src)
         if not src.exists() and not src.is_symlink():
             raise StoreError(f"cannot add {str(src)!r}: no such file or directory", code="source-missing")
-        name = name or src.name
+        name = src.name if name is None else name
         refs = sorted(set(references))
         for ref in refs:
             if not self.is_valid(ref):
@@ -158,7 +199,7 @@ class Store:
         sp = make_fixed_output_path(digest.hex, name, recursive=True, references=refs)
         if self.is_valid(sp):
             return sp
-        with self.gc_guard(), self.temp_dir("add") as tmp:
+        with self._space_for(src), self.gc_guard(), self.temp_dir("add") as tmp:
             staged = tmp / "out"
             _copy(src, staged)
             self._install_ca(staged, sp, digest.sha256, content_address(digest.sha256, recursive=True),
@@ -170,12 +211,12 @@ class Store:
         src = Path(src)
         if not src.is_file():
             raise StoreError(f"cannot add {str(src)!r} as a flat file: not a regular file", code="source-missing")
-        name = name or src.name
+        name = src.name if name is None else name
         flat = sha256_file(src)
         sp = make_fixed_output_path(flat.hex(), name, recursive=False)
         if self.is_valid(sp):
             return sp
-        with self.gc_guard(), self.temp_dir("add") as tmp:
+        with self._space_for(src), self.gc_guard(), self.temp_dir("add") as tmp:
             staged = tmp / "out"
             _copy(src, staged)
             if sha256_file(staged) != flat:
@@ -206,6 +247,10 @@ class Store:
                 self.install(staged, sp, references=refs,
                              ca=f"text:sha256:{base32.encode(hashlib.sha256(data).digest())}")
         return sp
+
+    def _space_for(self, src: Path) -> AbstractContextManager[None]:
+        """A full disk while adding `src` is one NoSpaceError naming the store and `src`'s size."""
+        return full_disk_is_an_error(self.tmp, f"adding {str(src)!r}", lambda: _tree_size(src))
 
     def _install_ca(self, staged: Path, sp: StorePath, expect_nar: bytes | None, ca: str,
                     references: Iterable[StorePath] = ()) -> None:
@@ -263,6 +308,13 @@ class Store:
             seen.add(base)
             todo.extend(r for r in self.db.references(base) if r not in seen)
         return {StorePath.from_base_name(b) for b in seen}
+
+
+def _tree_size(path: Path) -> int:
+    """Bytes of the regular files of a file or tree (what a copy of it needs, roughly)."""
+    if not path.is_dir() or path.is_symlink():
+        return os.lstat(path).st_size
+    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(path) for f in files)
 
 
 def _copy(src: Path, dest: Path) -> None:

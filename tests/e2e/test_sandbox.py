@@ -1,8 +1,9 @@
 """Real bubblewrap runs in a busybox root: each hermeticity test fails if the sandbox leaks.
 
 Covers network isolation (and its opt-in), invisibility of the host's home, hostname and
-environment, read-only root and inputs, the build user, wall-clock and silence limits killing
-the whole tree, a missing builder, incomplete roots and a missing or broken bwrap.
+environment (and of host paths in /proc/1, bwrap's own process), read-only root and inputs, the
+build user, wall-clock and silence limits killing the whole tree, a missing builder, incomplete
+roots and a missing or broken bwrap.
 """
 
 from __future__ import annotations
@@ -149,6 +150,19 @@ def test_host_home_hostname_and_environment_are_invisible(
     assert names - {"HOSTNAME", "ETC", "PWD", "SHLVL"} == {
         "HOME", "LC_ALL", "PATH", "SOURCE_DATE_EPOCH", "TDX_BUILD_CORES", "TDX_BUILD_TOP", "TDX_STORE",
         "TEMP", "TEMPDIR", "TMP", "TMPDIR", "TZ"}
+
+
+def test_process_one_shows_no_host_path(box: Box, tmp_path: Path) -> None:
+    """/proc/1 inside the sandbox is bwrap's init: its command line and environment name no host path."""
+    script = "tr '\\0' '|' < /proc/1/cmdline; echo; echo ENV; tr '\\0' '|' < /proc/1/environ; echo"
+    result, log = box.run(script)
+    assert result.ok, log
+    cmdline, environ = log.split("\nENV\n")
+    assert cmdline == f"bwrap|--args|{sandbox_run.ARGS_FD}|--|/bin/sh|-c|{script}|"
+    assert environ.strip() == ""
+    for host in (str(tmp_path), str(box.root), "tdx-sandbox-etc", os.environ.get("TDX_HOME", str(tmp_path))):
+        assert host not in log
+    assert "bwrap --unshare-all" in result.command  # the failure detail still has the whole command
 
 
 def test_writes_only_to_out_build_and_tmp(box: Box) -> None:
