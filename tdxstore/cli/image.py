@@ -24,21 +24,25 @@ def build_cmd(
                                                                       "do not build."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be built, fetched and installed."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Independent builds in parallel."),
+    frozen: bool = typer.Option(False, "--frozen", help="Fail if tdx.lock is missing or stale; fetch only "
+                                                        "what it pins."),
 ) -> None:
     """Build the image a TDXfile describes; print its store path."""
+    from tdxstore.cli.lock import prepare_build
     from tdxstore.image import pipeline
     from tdxstore.store.gc import add_root
     from tdxstore.store.realise import Options
     from tdxstore.store.store import Store
 
+    locked = prepare_build(tdxfile, frozen)  # the locked modules' store paths, first on sys.path
     if emit_mkosi is not None:
-        p = pipeline.evaluate(tdxfile, fmt)
+        p = pipeline.evaluate(tdxfile, fmt, locked)
         pipeline.write_config(p.config, emit_mkosi)
         _say(f"wrote the mkosi configuration of {p.image.name!r} ({p.fmt.value}) to {emit_mkosi}")
         return
     store = Store.open()
     if dry_run:
-        p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt))
+        p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt, locked))
         d = pipeline.dry_run(store, p)
         print(f"image {d.image} {'(valid: nothing to do)' if d.image_valid else '(would be built by mkosi)'}")
         if not d.mkosi_valid:
@@ -49,7 +53,8 @@ def build_cmd(
             print(f"valid {drv.out}")
         print("install " + " ".join(d.packages))
         return
-    plan, image, ran = pipeline.build(store, tdxfile, fmt=fmt, options=Options(jobs=jobs), phase=_say)
+    plan, image, ran = pipeline.build(store, tdxfile, fmt=fmt, options=Options(jobs=jobs), phase=_say,
+                                     import_paths=locked)
     out.mkdir(parents=True, exist_ok=True)
     link = add_root(store, out / plan.image.name, image)
     if plan.fmt.value == "directory":

@@ -14,7 +14,7 @@ import hashlib
 import os
 import shutil
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -128,8 +128,8 @@ def boot_inputs(fmt: OutputFormat) -> tuple[Derivation, ...]:
     return (unpack_derivation("systemd-stub-257.13", deb, [STUB_DIR]),)
 
 
-def evaluate(tdxfile: Path, fmt: str | None = None) -> ImagePlan:
-    image = load_tdxfile(tdxfile)
+def evaluate(tdxfile: Path, fmt: str | None = None, import_paths: Sequence[Path] = ()) -> ImagePlan:
+    image = load_tdxfile(tdxfile, import_paths)
     out_fmt = OutputFormat(fmt) if fmt else image.format
     builds = boot_inputs(out_fmt) + _build_derivations(image)
     return ImagePlan(image, out_fmt, render_config(image, out_fmt), builds, None)
@@ -178,11 +178,11 @@ def dry_run(store: Store, p: ImagePlan) -> DryRun:
 
 
 def build(store: Store, tdxfile: Path, *, fmt: str | None = None, options: Options | None = None,
-          phase: Phase = lambda _m: None) -> tuple[ImagePlan, StorePath, bool]:
+          phase: Phase = lambda _m: None, import_paths: Sequence[Path] = ()) -> tuple[ImagePlan, StorePath, bool]:
     """Evaluate, realise and assemble; returns (plan, image store path, whether mkosi ran)."""
     options = options or Options()
     phase(f"evaluating {tdxfile}")
-    p = evaluate(tdxfile, fmt)
+    p = evaluate(tdxfile, fmt, import_paths)
     p = image_derivation(store, p)
     assert p.derivation is not None
     if store.is_valid(p.derivation.out):

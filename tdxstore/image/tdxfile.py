@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,11 @@ def find_tdxfile(path: Path) -> Path:
     return candidate.resolve()
 
 
-def load_tdxfile(path: Path | str) -> Image:
-    """Run the TDXfile at `path` and return its Image (a module-level `image`, or the only one made)."""
+def load_tdxfile(path: Path | str, import_paths: Sequence[Path] = ()) -> Image:
+    """Run the TDXfile at `path` and return its Image (a module-level `image`, or the only one made).
+
+    `import_paths` (the locked modules' store paths) go first on sys.path, before the project's own.
+    """
     tdxfile = find_tdxfile(Path(path))
     directory = tdxfile.parent
     try:
@@ -48,7 +52,7 @@ def load_tdxfile(path: Path | str) -> Image:
     namespace: dict[str, Any] = {"__name__": "__tdxfile__", "__file__": str(tdxfile),
                                  "__builtins__": builtins}
     context = LoadContext(directory)
-    added = _import_roots(directory)
+    added = [*import_paths, *_import_roots(directory)]
     saved_path = list(sys.path)
     saved_modules = set(sys.modules)
     sys.path[:0] = [str(p) for p in added]

@@ -295,3 +295,33 @@ def _line_of(text: str, key: str, section: str | None, index: int | None) -> int
         if assignment.match(lines[n]):
             return n + 1
     return start + 1 if section is not None else None
+
+
+def _describe(m: ModuleEntry) -> str:
+    where = {ModuleSource.PYPI: m.url, ModuleSource.GIT: f"{m.git}@{m.resolved_rev}",
+             ModuleSource.LOCAL: m.path}[m.source]
+    return f"{m.name} {m.version} ({m.source.value}: {where}, {m.integrity})"
+
+
+def diff_locks(old: Lockfile | None, new: Lockfile) -> list[str]:
+    """Readable changes from `old` to `new`: `+` added, `-` removed, `~` changed; [] when equal."""
+    before = {m.name: m for m in old.modules} if old is not None else {}
+    after = {m.name: m for m in new.modules}
+    out = []
+    for name in sorted(set(before) | set(after)):
+        a, b = before.get(name), after.get(name)
+        if a is None and b is not None:
+            out.append(f"+ module {_describe(b)}")
+        elif b is None and a is not None:
+            out.append(f"- module {_describe(a)}")
+        elif a != b and a is not None and b is not None:
+            out.append(f"~ module {name}: {a.version} -> {b.version}" if a.version != b.version
+                       else f"~ module {name} {b.version}: {a.integrity} -> {b.integrity}")
+    old_fetch = {f.key for f in old.fetches} if old is not None else set()
+    new_fetch = {f.key for f in new.fetches}
+    out += [f"+ {k[0]} {k[1]} ({k[2]})" for k in sorted(new_fetch - old_fetch)]
+    out += [f"- {k[0]} {k[1]} ({k[2]})" for k in sorted(old_fetch - new_fetch)]
+    old_req = set(old.requires) if old is not None else set()
+    out += [f"+ requires {r}" for r in sorted(set(new.requires) - old_req)]
+    out += [f"- requires {r}" for r in sorted(old_req - set(new.requires))]
+    return out
