@@ -295,3 +295,24 @@ def test_malformed_lock_names_line_and_key(tmp_path: Path, index: SimpleIndex) -
     for args in (("lock", "-p", str(proj)), ("build", str(proj), "--frozen", "--emit-mkosi", str(tmp_path / "o"))):
         err = one_error(tdx(tmp_path / "home", *args))
         assert f"line {line}, key 'version'" in err
+
+
+def test_example_project_lock_is_current(tmp_path: Path) -> None:
+    example = REPO / "examples" / "monitoring"
+    before = (example / "tdx.lock").read_bytes()
+    assert ok(tdx(tmp_path / "home", "lock", "--dry-run", "-p", str(example))) == ""  # committed lock is current
+    ok(tdx(tmp_path / "home", "build", str(example), "--frozen", "--emit-mkosi", str(tmp_path / "o")))
+    assert (tmp_path / "o" / "mkosi.extra" / "etc" / "prometheus" / "prometheus.yml").is_file()
+    assert (example / "tdx.lock").read_bytes() == before
+
+
+def test_module_package_at_modules_root(tmp_path: Path) -> None:
+    # The layout a new user tried: modules/ itself is the module project (pyproject.toml + tdx_fbx/).
+    proj = project(tmp_path / "p", ["tdx-vm-sdk", "tdx-fbx @ file:./modules"],
+                   tdxfile="from tdx import Image\nfrom tdx_fbx import apply\n"
+                           "image = Image('fbx', base='debian/bookworm')\napply(image)\n",
+                   files={"modules/pyproject.toml": '[project]\nname = "tdx-fbx"\nversion = "0.1.0"\n',
+                          "modules/tdx_fbx/__init__.py":
+                              "def apply(image):\n    image.file('/etc/demo-version', content='fbx')\n"})
+    assert emitted_version(tmp_path / "home", proj, tmp_path / "o") == "fbx"  # locks first, then builds
+    assert modules(proj)["tdx-fbx"]["path"] == "./modules"
