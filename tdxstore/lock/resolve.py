@@ -147,6 +147,13 @@ def resolve(request: Request, old: Lockfile | None, store: Store) -> Lockfile:
             continue
         entries.append(entry)
         extra += deps
+    fetches: tuple[FetchEntry, ...] = old.fetches if old is not None else ()
+    carried = dict(old.extra) if old is not None else {}
+    if old is not None and _unchanged(request, old, entries):
+        # Same declarations, same local and git trees: every index module is locked already, and
+        # "locked ones are not touched" means there is nothing to ask pip.
+        locked = tuple(m for m in old.modules if m.source is ModuleSource.PYPI)
+        return Lockfile(project.requires_hash, project.requires, (*entries, *locked), fetches, carried)
     provided = {e.name for e in entries}
     reqs = _index_requirements(request, extra, provided)
     pins = resolve_index(reqs, _constraints(request, old, reqs), index_url=request.index_url,
@@ -160,9 +167,14 @@ def resolve(request: Request, old: Lockfile | None, store: Store) -> Lockfile:
         # An index that gives no hash: download once and pin what it served.
         sha = pin.sha256 or _hash_by_download(store, pin.url, request.index_url)
         entries.append(ModuleEntry(pin.name, pin.version, ModuleSource.PYPI, f"sha256:{sha}", url=pin.url))
-    fetches: tuple[FetchEntry, ...] = old.fetches if old is not None else ()
-    return Lockfile(project.requires_hash, project.requires, tuple(entries), fetches,
-                    dict(old.extra) if old is not None else {})
+    return Lockfile(project.requires_hash, project.requires, tuple(entries), fetches, carried)
+
+
+def _unchanged(request: Request, old: Lockfile, entries: list[ModuleEntry]) -> bool:
+    """No --update, the same declarations, and the same local/git entries as `old`."""
+    before = sorted((m for m in old.modules if m.source is not ModuleSource.PYPI), key=lambda m: m.name)
+    return (request.update is None and old.requires_hash == request.project.requires_hash
+            and before == sorted(entries, key=lambda m: m.name))
 
 
 def _hash_by_download(store: Store, url: str, index_url: str) -> str:
