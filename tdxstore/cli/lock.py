@@ -72,7 +72,7 @@ def lock_project(directory: Path, store: Store, *, update: frozenset[str] | None
     from tdxstore.lock.project import read_project
     from tdxstore.lock.resolve import Request, resolve
 
-    project = read_project(directory)
+    project = read_project(directory, required=False)
     lock_path = directory / LOCK_NAME
     old = read_lock(lock_path) if lock_path.exists() else None
     index = _index_url(project, index_url)
@@ -138,8 +138,9 @@ def _stale(lock: Lockfile, project: Project, lock_path: Path) -> LockfileError:
 def prepare_build(tdxfile: Path, frozen: bool = False, index_url: str | None = None) -> list[Path]:
     """Lock or check the image project of `tdxfile`; the import paths its evaluation must use.
 
-    A TDXfile without a pyproject.toml beside it is not an image project: nothing is locked (and
-    `frozen` fails). With `frozen`, a missing or stale lock fails and unlocked fetches are refused.
+    A TDXfile with neither a pyproject.toml nor a tdx.lock beside it is not an image project:
+    nothing is locked (and `frozen` fails). With `frozen`, a missing or stale lock fails and
+    unlocked fetches are refused.
     """
     import os
 
@@ -152,10 +153,10 @@ def prepare_build(tdxfile: Path, frozen: bool = False, index_url: str | None = N
     directory = _directory(tdxfile)
     lock_path = directory / LOCK_NAME
     index_url = index_url or os.environ.get("TDX_INDEX_URL") or None
-    if not (directory / PYPROJECT).is_file():
+    if not (directory / PYPROJECT).is_file() and not lock_path.exists():
         if frozen:
-            raise LockfileError(f"--frozen needs an image project, and {str(directory)!r} has no {PYPROJECT}",
-                                hint="declare the modules in pyproject.toml and run `tdx lock`",
+            raise LockfileError(f"--frozen: {str(directory)!r} has neither {PYPROJECT} nor {LOCK_NAME}",
+                                hint="declare the modules in pyproject.toml (if any) and run `tdx lock`",
                                 code="lock-missing")
         return []
     store = Store.open()
@@ -169,7 +170,7 @@ def prepare_build(tdxfile: Path, frozen: bool = False, index_url: str | None = N
             _say(f"wrote {lock_path}: {len(new.modules)} module(s), {len(new.fetches)} fetch(es)")
             return paths
         lock = read_lock(lock_path)
-        project = read_project(directory)
+        project = read_project(directory, required=False)
         if lock.requires_hash != project.requires_hash:
             raise _stale(lock, project, lock_path)
         check_sdk(project.sdk)

@@ -150,7 +150,7 @@ def _fetch_git_tree(entry: ModuleEntry, tmp: Path, staged: Path) -> None:
         raise LockfileError(f"cannot fetch git module {entry.name} at {entry.resolved_rev} from {entry.git}",
                             detail=e.message, hint="check the repository URL and the network",
                             code="module-download-failed") from e
-    got = copy_module_tree(checkout, staged)
+    got = copy_module_tree(checkout, staged, standalone=True)
     if got != entry.integrity:
         raise _integrity_error(entry, got)
 

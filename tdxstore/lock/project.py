@@ -79,9 +79,15 @@ def _invalid(path: Path, message: str, hint: str) -> LockfileError:
     return LockfileError(f"{path}: {message}", hint=hint, code="pyproject-invalid")
 
 
-def read_project(directory: Path) -> Project:
-    """Read `directory/pyproject.toml`; LockfileError "pyproject-invalid" names what is wrong."""
+def read_project(directory: Path, *, required: bool = True) -> Project:
+    """Read `directory/pyproject.toml`; LockfileError "pyproject-invalid" names what is wrong.
+
+    Without `required`, a directory with no pyproject.toml is a project that declares no modules
+    (its tdx.lock then pins only the TDXfile's fetches and the sections other code adds).
+    """
     path = Path(directory) / PYPROJECT
+    if not required and not path.exists():
+        return Project(Path(directory), Path(directory).name or "image", (), None, None)
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:

@@ -96,7 +96,7 @@ def _git(decl: Declared, request: Request, old: Lockfile | None, store: Store) -
     with holder:
         name, version, deps = _meta(checkout)
         _check_name(decl, name, f"{decl.location}@{decl.ref}")
-        entry = ModuleEntry(decl.name, version or decl.ref, ModuleSource.GIT, tree_hash(checkout),
+        entry = ModuleEntry(decl.name, version or decl.ref, ModuleSource.GIT, tree_hash(checkout, standalone=True),
                             git=decl.location, tag=decl.ref, resolved_rev=commit)
     tree_path(store, entry, request.project.directory)  # into the store now: evaluation needs no network
     return entry, deps

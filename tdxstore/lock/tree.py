@@ -25,8 +25,12 @@ def _git(args: list[str], cwd: Path, home: Path) -> bytes:
     return process.run(argv, env=git_env(home), cwd=cwd, what="git").stdout
 
 
-def module_files(directory: Path) -> list[str]:
-    """Relative POSIX paths of the module's files as git sees them, sorted by their UTF-8 bytes."""
+def module_files(directory: Path, *, standalone: bool = False) -> list[str]:
+    """Relative POSIX paths of the module's files as git sees them, sorted by their UTF-8 bytes.
+
+    `standalone` ignores any repository around `directory` (a checkout in a temporary directory
+    that may lie below some work tree, e.g. a store kept in an ignored `.tdx/`).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise LockfileError(f"module directory {str(directory)!r} does not exist",
@@ -37,7 +41,8 @@ def module_files(directory: Path) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="tdx-tree-") as tmp_s:
         tmp = Path(tmp_s)
         try:
-            inside = _git(["rev-parse", "--is-inside-work-tree"], directory, tmp).strip() == b"true"
+            inside = not standalone and _git(["rev-parse", "--is-inside-work-tree"], directory,
+                                             tmp).strip() == b"true"
         except CommandError:
             inside = False
         try:
@@ -71,21 +76,21 @@ def file_digest(directory: Path, relpath: str) -> str:
     return h.hexdigest()
 
 
-def tree_hash(directory: Path) -> str:
+def tree_hash(directory: Path, *, standalone: bool = False) -> str:
     """`sha256:<hex>`: the §8.3 integrity of a module directory."""
     directory = Path(directory)
     total = hashlib.sha256()
-    for rel in module_files(directory):
+    for rel in module_files(directory, standalone=standalone):
         total.update(file_digest(directory, rel).encode("ascii"))
     return "sha256:" + total.hexdigest()
 
 
-def copy_module_tree(directory: Path, dest: Path) -> str:
+def copy_module_tree(directory: Path, dest: Path, *, standalone: bool = False) -> str:
     """Copy exactly the hashed files of `directory` into `dest` (new); return their tree hash."""
     directory = Path(directory)
     dest.mkdir(parents=True)
     total = hashlib.sha256()
-    for rel in module_files(directory):
+    for rel in module_files(directory, standalone=standalone):
         src, target = directory / rel, dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         total.update(file_digest(directory, rel).encode("ascii"))

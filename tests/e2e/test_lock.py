@@ -316,3 +316,24 @@ def test_module_package_at_modules_root(tmp_path: Path) -> None:
                               "def apply(image):\n    image.file('/etc/demo-version', content='fbx')\n"})
     assert emitted_version(tmp_path / "home", proj, tmp_path / "o") == "fbx"  # locks first, then builds
     assert modules(proj)["tdx-fbx"]["path"] == "./modules"
+
+
+def test_project_without_pyproject_locks_its_fetches(tmp_path: Path) -> None:
+    files = FetchServer().start()
+    try:
+        files.files["blob.txt"] = b"blob\n"
+        digest = hashlib.sha256(b"blob\n").hexdigest()
+        tdxfile = ("from tdx import Image, fetch\nimage = Image('plain', base='debian/bookworm')\n"
+                   f"image.file('/etc/demo-version', src=fetch({files.url('file/blob.txt')!r}, sha256={digest!r}))\n")
+        proj = tmp_path / "p"
+        write_tree(proj, {"TDXfile": tdxfile})
+        home = tmp_path / "home"
+        assert "neither" in one_error(tdx(home, "build", str(proj), "--frozen", "--emit-mkosi", str(tmp_path / "x")))
+        ok(tdx(home, "build", str(proj), "--emit-mkosi", str(tmp_path / "o0")))
+        assert not (proj / "tdx.lock").exists()  # no pyproject.toml, no lock: built as before, nothing written
+        ok(tdx(home, "lock", "-p", str(proj)))
+        doc = tomllib.loads((proj / "tdx.lock").read_text())
+        assert "module" not in doc and doc["fetch"][0]["integrity"] == f"sha256:{digest}"
+    finally:
+        files.stop()
+    assert emitted_version(home, proj, tmp_path / "o", "--frozen") == "blob\n"

@@ -102,3 +102,12 @@ def test_cli_prints_the_hash(tmp_path: Path) -> None:
                        capture_output=True, text=True, env={**os.environ, "TDX_HOME": str(tmp_path / "h")})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == independent_hash(root, KEPT)
+
+
+def test_standalone_ignores_an_enclosing_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    write_tree(repo, {".gitignore": ".tdx/\n"})
+    git(repo, "init", "-q")
+    root = make_tree(repo / ".tdx" / "tmp" / "checkout")  # e.g. a checkout below a store in an ignored dir
+    assert module_files(root) == []  # as the enclosing repository sees it: all ignored
+    assert tree_hash(root, standalone=True) == independent_hash(root, KEPT)
