@@ -71,6 +71,20 @@ def with_credentials(url: str, index_url: str | None) -> str:
     return urlunsplit((parts.scheme, index.netloc, parts.path, parts.query, parts.fragment))
 
 
+def download_wheel(url: str, dest: Path, hex_digest: str | None, index_url: str | None) -> str:
+    """Download a wheel (with the index's credentials if it has any); errors never show them."""
+    secret_url = with_credentials(url, index_url)
+    try:
+        return download(secret_url, dest, expected_sha256=hex_digest)
+    except HashMismatchError:
+        raise
+    except FetchError as e:
+        e.message = e.message.replace(secret_url, url)
+        e.detail = e.detail.replace(secret_url, url) if e.detail else e.detail
+        e.args = (e.message,)
+        raise
+
+
 def _integrity_error(entry: ModuleEntry, got: str) -> LockfileError:
     return LockfileError(f"module {entry.name} {entry.version} does not match tdx.lock: "
                          f"expected {entry.integrity}, got {got}",
@@ -89,7 +103,7 @@ def wheel_path(store: Store, entry: ModuleEntry, index_url: str | None = None) -
     with store.temp_dir("lock-wheel") as tmp:
         staged = tmp / name
         try:
-            download(with_credentials(entry.url, index_url), staged, expected_sha256=hex_digest)
+            download_wheel(entry.url, staged, hex_digest, index_url)
         except HashMismatchError as e:
             raise _integrity_error(entry, e.got) from e
         except FetchError as e:

@@ -17,9 +17,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tdxstore.errors import LockfileError
-from tdxstore.fetch.download import download
 from tdxstore.lock.lockfile import FetchEntry, Lockfile, ModuleEntry, ModuleSource
-from tdxstore.lock.materialise import store_name, temporary_checkout, tree_path, wheel_file_name, with_credentials
+from tdxstore.lock.materialise import download_wheel, store_name, temporary_checkout, tree_path, wheel_file_name
 from tdxstore.lock.pip import resolve_index
 from tdxstore.lock.project import DEFAULT_INDEX, SDK_NAME, Declared, Origin, Project, check_sdk
 from tdxstore.lock.tree import tree_hash
@@ -180,6 +179,6 @@ def _unchanged(request: Request, old: Lockfile, entries: list[ModuleEntry]) -> b
 def _hash_by_download(store: Store, url: str, index_url: str) -> str:
     with store.temp_dir("lock-hash") as tmp:
         staged = tmp / store_name(wheel_file_name(url))
-        digest = download(with_credentials(url, index_url), staged, expected_sha256=None)
+        digest = download_wheel(url, staged, None, index_url)
         store.add_flat(staged)
     return digest

@@ -198,7 +198,11 @@ def test_credentials_never_recorded(tmp_path: Path, index: SimpleIndex) -> None:
     assert "s3cr3t-pw" not in (proj / "tdx.lock").read_text() + r.stdout + r.stderr
     ok(tdx(tmp_path / "fresh", "build", str(proj), "--emit-mkosi", str(tmp_path / "o"),
            extra_env={"TDX_INDEX_URL": secret_url}))
-    for home_dir in (home, tmp_path / "fresh"):
+    (index.directory / "tdx_demo-1.0.0-py3-none-any.whl").unlink()  # a failing download names no password
+    r = tdx(tmp_path / "fresh2", "build", str(proj), "--emit-mkosi", str(tmp_path / "o2"),
+            extra_env={"TDX_INDEX_URL": secret_url})
+    assert "cannot download module tdx-demo" in one_error(r) and "s3cr3t-pw" not in r.stdout + r.stderr
+    for home_dir in (home, tmp_path / "fresh", tmp_path / "fresh2"):
         for path in home_dir.rglob("*"):
             if path.is_file() and not path.is_symlink():
                 assert b"s3cr3t-pw" not in path.read_bytes(), path
@@ -258,6 +262,7 @@ def test_git_and_local_modules(tmp_path: Path) -> None:
     (["tdx-needs-old", "tdx-needs-new"], None, "conflicting requirements"),
     (["tdx-demo @ file:./modules/nowhere"], None, "does not exist"),
     (["tdx-demo @ git+GIT@v9"], None, "does not exist"),
+    (["tdx-demo @ git+GIT@" + "0123456789" * 4], None, "is not reachable"),
     ([], '[tool.tdx]\nindex-url = "x"\n', "has no [project] table"),
     (["tdx-demo >= = 1"], None, "is not a valid requirement"),
 ])
