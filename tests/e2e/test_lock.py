@@ -302,13 +302,15 @@ def test_malformed_lock_names_line_and_key(tmp_path: Path, index: SimpleIndex) -
         assert f"line {line}, key 'version'" in err
 
 
-def test_example_project_lock_is_current(tmp_path: Path) -> None:
-    example = REPO / "examples" / "monitoring"
-    before = (example / "tdx.lock").read_bytes()
-    assert ok(tdx(tmp_path / "home", "lock", "--dry-run", "-p", str(example))) == ""  # committed lock is current
-    ok(tdx(tmp_path / "home", "build", str(example), "--frozen", "--emit-mkosi", str(tmp_path / "o")))
-    assert (tmp_path / "o" / "mkosi.extra" / "etc" / "prometheus" / "prometheus.yml").is_file()
-    assert (example / "tdx.lock").read_bytes() == before
+@pytest.mark.parametrize(("example", "rendered"), [("monitoring", "etc/prometheus/prometheus.yml"),
+                                                 ("module-class", "etc/tdx-redis/redis.conf")])
+def test_example_project_lock_is_current(tmp_path: Path, example: str, rendered: str) -> None:
+    directory = REPO / "examples" / example
+    before = (directory / "tdx.lock").read_bytes()
+    assert ok(tdx(tmp_path / "home", "lock", "--dry-run", "-p", str(directory))) == ""  # committed lock is current
+    ok(tdx(tmp_path / "home", "build", str(directory), "--frozen", "--emit-mkosi", str(tmp_path / "o")))
+    assert (tmp_path / "o" / "mkosi.extra" / rendered).is_file()
+    assert (directory / "tdx.lock").read_bytes() == before
 
 
 def test_module_package_at_modules_root(tmp_path: Path) -> None:
