@@ -114,6 +114,9 @@ def test_lock_follows_specifiers_and_staleness(tmp_path: Path, index: SimpleInde
     project(proj, ["tdx-vm-sdk", "tdx-demo~=1.0"], index.url)
     ok(tdx(home, "lock", "-p", str(proj)))
     assert modules(proj)["tdx-demo"]["version"] == "1.0.0"
+    project(proj, ["tdx-vm-sdk", "tdx-demo>=1.5,<3"], index.url)
+    ok(tdx(home, "lock", "-p", str(proj)))
+    assert modules(proj)["tdx-demo"]["version"] == "2.0.0"
 
 
 def test_update_moves_only_the_named_module(tmp_path: Path, index: SimpleIndex) -> None:
