@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from tdxstore._fs import atomic_write
-from tdxstore.errors import FetchError, HashMismatchError, LockfileError
+from tdxstore.errors import FetchError, HashMismatchError, LockfileError, TdxError
 from tdxstore.fetch.download import download
 from tdxstore.fetch.git import fetch_git_tree
 from tdxstore.lock.lockfile import ModuleEntry, ModuleSource
@@ -40,9 +40,7 @@ def store_name(text: str) -> str:
 def _cached(store: Store, key: str) -> StorePath | None:
     try:
         sp = store.parse((store.home / CACHE_DIR / key).read_text().strip())
-    except (OSError, ValueError, LockfileError):
-        return None
-    except Exception:  # a corrupt cache entry is a miss, never an error
+    except (OSError, ValueError, TdxError):  # no entry, or a corrupt one: a miss, never an error
         return None
     return sp if store.is_valid(sp) else None
 

@@ -111,7 +111,8 @@ def _pip_error(output: str, index_url: str) -> LockfileError:
     missing = _NOT_FOUND.search(output)
     if missing:
         return LockfileError(f"module {missing.group(1)!r} is not on the index {redact(index_url)}",
-                             hint="check the name and the version specifier in pyproject.toml, and the index URL",
+                             hint="check the name, the version specifier and the index URL (tdx locks wheels only: "
+                             "a project with only a source distribution is not found either)",
                              detail=detail, code="module-not-found")
     if "ResolutionImpossible" in output or "conflict" in output.lower():
         return LockfileError("the declared modules have conflicting requirements (pip's explanation below)",
