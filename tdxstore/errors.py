@@ -174,3 +174,9 @@ class CommandError(TdxError):
     """An external command (git, mkosi, apt-get, bwrap …) exited non-zero or could not start."""
 
     code = "command-failed"
+
+
+class ModuleError(TdxError):
+    """A module directory is not a valid module (no package, no apply(), import fails, bad name)."""
+
+    code = "module-invalid"

@@ -29,7 +29,7 @@ from tdxstore.fetch.download import (
 )
 from tdxstore.fetch.git import GIT_RESOLUTIONS, check_git_url, check_ref, fetch_git_tree, known_commit, remember_commit
 from tdxstore.fetch.hashspec import format_sha256, missing_hash_error, parse_sha256
-from tdxstore.fetch.record import FetchKind, record
+from tdxstore.fetch.record import FetchKind, check_allowed, record
 from tdxstore.store.builtins import fetchgit_derivation, fetchurl_derivation
 from tdxstore.store.derivation import Derivation
 from tdxstore.store.path import MAX_NAME_LEN, StorePath, check_name, make_fixed_output_path
@@ -143,6 +143,7 @@ def fetch(url: str, sha256: str | None = None, *, name: str | None = None, store
         raise missing_hash_error(url)
     hex_digest = parse_sha256(sha256)
     name = name or default_name(url)
+    check_allowed(url, format_sha256(hex_digest), FetchKind.FETCH)
     st, owned = _open(store)
     try:
         sp = realise_fetch(st, url, hex_digest, name, progress=progress, limits=limits)
@@ -162,6 +163,7 @@ def fetch_git(url: str, *, tag: str | None = None, rev: str | None = None, sha25
         raise missing_hash_error(url, git=True)
     hex_digest = parse_sha256(sha256)
     name = name or default_git_name(url)
+    check_allowed(url, format_sha256(hex_digest), FetchKind.FETCH_GIT)
     st, owned = _open(store)
     try:
         sp, commit, _ = _realise_git(st, url, tag, rev, hex_digest, name, submodules)

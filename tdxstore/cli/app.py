@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "tdxstore.cli.fetch",
     "tdxstore.cli.image",
     "tdxstore.cli.measure",
+    "tdxstore.cli.lock",
+    "tdxstore.cli.module",
 )
 
 app = typer.Typer(

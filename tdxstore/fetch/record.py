@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tdxstore.errors import UsageError
+from tdxstore.errors import LockfileError, UsageError
 
 _INTEGRITY_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _STAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
@@ -70,6 +70,24 @@ class FetchRecord:
 _lock = threading.Lock()
 _records: list[FetchRecord] = []
 _seen: set[tuple[str, str, str, str | None, str | None]] = set()
+_allowed: frozenset[tuple[str, str, str]] | None = None  # frozen builds: (kind, url, integrity) in tdx.lock
+
+
+def allow_only(keys: frozenset[tuple[str, str, str]] | None) -> None:
+    """Frozen builds: refuse every fetch whose (kind, url, integrity) is not in `keys`; None allows all."""
+    global _allowed
+    with _lock:
+        _allowed = keys
+
+
+def check_allowed(url: str, integrity: str, kind: FetchKind | str = FetchKind.FETCH) -> None:
+    """Called before any download: LockfileError "fetch-not-locked" when a frozen build did not lock it."""
+    with _lock:
+        allowed = _allowed
+    if allowed is not None and (FetchKind(kind).value, url, integrity) not in allowed:
+        raise LockfileError(f"{FetchKind(kind).value}({url!r}) with {integrity} is not in tdx.lock",
+                            hint="a --frozen build fetches only what tdx.lock pins: run `tdx lock` and commit it",
+                            code="fetch-not-locked")
 
 
 def record(url: str, integrity: str, *, kind: FetchKind | str = FetchKind.FETCH, rev: str | None = None,

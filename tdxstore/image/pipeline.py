@@ -11,7 +11,7 @@ packages from the declared mirror while it runs (pinned .deb inputs are the boot
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,9 +102,12 @@ def measure_inputs(fmt: ImageFormat, mirrors: AptMirrors) -> dict[str, Derivatio
 
 
 def evaluate(tdxfile: Path, fmt: str | None = None, store: Store | None = None,
-             mirrors: AptMirrors | None = None) -> ImagePlan:
-    """Run the TDXfile and render its configuration; with `store`, store paths are made logical."""
-    image = load_tdxfile(tdxfile)
+             mirrors: AptMirrors | None = None, import_paths: Sequence[Path] = ()) -> ImagePlan:
+    """Run the TDXfile and render its configuration; with `store`, store paths are made logical.
+
+    `import_paths` (the locked modules' store paths) come first on the TDXfile's sys.path.
+    """
+    image = load_tdxfile(tdxfile, import_paths)
     mirrors = mirrors or declared_mirrors()
     out_fmt = ImageFormat(fmt) if fmt else image.format
     builds = boot_inputs(out_fmt, mirrors) + _build_derivations(image)
@@ -174,11 +177,11 @@ def dry_run(store: Store, p: ImagePlan) -> DryRun:
 
 
 def build(store: Store, tdxfile: Path, *, fmt: str | None = None, options: Options | None = None,
-          phase: Phase = lambda _m: None) -> tuple[ImagePlan, StorePath, bool]:
+          phase: Phase = lambda _m: None, import_paths: Sequence[Path] = ()) -> tuple[ImagePlan, StorePath, bool]:
     """Evaluate, derive, realise; returns (plan, image store path, whether mkosi ran)."""
     options = options or Options()
     phase(f"evaluating {tdxfile}")
-    p = image_derivation(store, evaluate(tdxfile, fmt, store))
+    p = image_derivation(store, evaluate(tdxfile, fmt, store, import_paths=import_paths))
     assert p.derivation is not None
     for warning in p.warnings:
         phase(f"warning: {warning}")

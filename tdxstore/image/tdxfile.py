@@ -29,16 +29,16 @@ def find_tdxfile(path: Path) -> Path:
     return candidate.resolve()
 
 
-def load_tdxfile(path: Path | str, extra_paths: Sequence[Path] = ()) -> Image:
+def load_tdxfile(path: Path | str, import_paths: Sequence[Path] = ()) -> Image:
     """Run the TDXfile at `path` and return its Image (a module-level `image`, or the only one made).
 
-    `extra_paths` are further import roots after the TDXfile's own (e.g. locked module packages).
+    `import_paths` (the locked modules' store paths) go first on sys.path, before the project's own.
     """
     tdxfile = find_tdxfile(Path(path))
     context = LoadContext(tdxfile.parent)
     token = LOADING.set(context)
     try:
-        namespace = run_user_file(tdxfile, import_roots=[*_import_roots(tdxfile.parent), *extra_paths],
+        namespace = run_user_file(tdxfile, import_roots=[*import_paths, *_import_roots(tdxfile.parent)],
                                   run_name="__tdxfile__", label=str(tdxfile), error=ImageError,
                                   code="tdxfile-error", hint="fix the TDXfile or the module named in the traceback")
     finally:
