@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import requests
 import urllib3.exceptions
@@ -36,6 +36,15 @@ DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF = 0.5
 SCHEMES = ("http", "https", "file")
 USER_AGENT = "tdx-vm-sdk-fetch/0.1"
+
+
+class Tee(Protocol):
+    """Sees the downloaded bytes as they are written (e.g. to hash them another way in the same pass)."""
+
+    def start(self, total: int | None) -> None:
+        """A (new) attempt begins; `total` is the announced length, None when unknown."""
+
+    def update(self, chunk: bytes) -> None: ...
 
 
 class _Transient(Exception):
@@ -157,15 +166,19 @@ def _http_status_error(url: str, resp: requests.Response) -> FetchError | _Trans
 
 
 def _copy_stream(chunks: Iterable[bytes], out: BinaryIO, total: int | None,
-                 progress: Progress | None) -> tuple[str, int]:
-    """Write `chunks` to `out`, hashing them; return (hex digest, byte count)."""
+                 progress: Progress | None, tee: Tee | None = None) -> tuple[str, int]:
+    """Write `chunks` to `out`, hashing them (and feeding `tee`); return (hex digest, byte count)."""
     h = hashlib.sha256()
     done = 0
+    if tee is not None:
+        tee.start(total)
     for chunk in chunks:
         if not chunk:
             continue
         out.write(chunk)
         h.update(chunk)
+        if tee is not None:
+            tee.update(chunk)
         done += len(chunk)
         if progress is not None:
             progress(done, total)
@@ -173,7 +186,7 @@ def _copy_stream(chunks: Iterable[bytes], out: BinaryIO, total: int | None,
 
 
 def _attempt_http(session: requests.Session, url: str, out: BinaryIO, timeout: float,
-                  progress: Progress | None) -> str:
+                  progress: Progress | None, tee: Tee | None) -> str:
     out.seek(0)
     out.truncate()
     try:
@@ -183,7 +196,7 @@ def _attempt_http(session: requests.Session, url: str, out: BinaryIO, timeout: f
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             chunks = resp.raw.stream(CHUNK, decode_content=False)
-            digest, done = _copy_stream(chunks, out, total, progress)
+            digest, done = _copy_stream(chunks, out, total, progress, tee)
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
         # requests' exceptions are OSErrors too; a local OSError (disk full) is not a fetch problem.
         if not isinstance(e, (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
@@ -199,12 +212,12 @@ def _attempt_http(session: requests.Session, url: str, out: BinaryIO, timeout: f
 
 
 def _download_http(url: str, out: BinaryIO, timeout: float, retries: int, backoff: float,
-                   progress: Progress | None) -> str:
+                   progress: Progress | None, tee: Tee | None) -> str:
     session = _session()
     try:
         for attempt in range(retries + 1):
             try:
-                return _attempt_http(session, url, out, timeout, progress)
+                return _attempt_http(session, url, out, timeout, progress, tee)
             except _Transient as t:
                 if attempt == retries:
                     raise t.error from t.__cause__
@@ -218,12 +231,12 @@ def _download_http(url: str, out: BinaryIO, timeout: float, retries: int, backof
 
 
 def _copy_file_url(url: str, parts: urllib.parse.SplitResult, out: BinaryIO,
-                   progress: Progress | None) -> str:
+                   progress: Progress | None, tee: Tee | None) -> str:
     path = Path(urllib.request.url2pathname(parts.path))
     try:
         with path.open("rb") as src:
             total = os.fstat(src.fileno()).st_size
-            digest, _ = _copy_stream(iter(lambda: src.read(CHUNK), b""), out, total, progress)
+            digest, _ = _copy_stream(iter(lambda: src.read(CHUNK), b""), out, total, progress, tee)
     except FileNotFoundError as e:
         raise FetchError(f"{url} does not exist (no file {str(path)!r})", code="file-not-found",
                          hint="check the path in the file:// URL") from e
@@ -237,11 +250,12 @@ def _copy_file_url(url: str, parts: urllib.parse.SplitResult, out: BinaryIO,
 
 def download(url: str, dest: Path, *, expected_sha256: str | None, progress: Progress | None = None,
              timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-             backoff: float = DEFAULT_BACKOFF) -> str:
+             backoff: float = DEFAULT_BACKOFF, tee: Tee | None = None) -> str:
     """Download `url` to `dest` and return the SHA-256 (hex) of its bytes.
 
     `expected_sha256` (hex) is checked before `dest` appears; on mismatch raise HashMismatchError
     and leave nothing behind. `timeout` bounds the connect time and every pause between bytes.
+    `tee` sees the bytes of every attempt as they are written, so nothing needs to read them again.
     """
     parts = check_url(url)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -250,9 +264,9 @@ def download(url: str, dest: Path, *, expected_sha256: str | None, progress: Pro
     try:
         with os.fdopen(fd, "w+b") as out:
             if parts.scheme == "file":
-                got = _copy_file_url(url, parts, out, progress)
+                got = _copy_file_url(url, parts, out, progress, tee)
             else:
-                got = _download_http(url, out, timeout, retries, backoff, progress)
+                got = _download_http(url, out, timeout, retries, backoff, progress, tee)
             if expected_sha256 is not None and got != expected_sha256.lower():
                 raise HashMismatchError(url, format_sha256(expected_sha256), format_sha256(got))
             out.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -20,13 +21,50 @@ from tdxstore._fs import remove_tree
 from tdxstore.errors import BuildError, TdxError
 from tdxstore.sandbox import BUILD_DIR, Mount, SandboxSpec, run_sandboxed, run_unsandboxed
 from tdxstore.store.derivation import Derivation
+from tdxstore.store.nar import FlatNar, NarDigest, hash_path
+from tdxstore.store.normalise import normalise_tree
 from tdxstore.store.path import StorePath
 from tdxstore.store.store import Store
 
 if TYPE_CHECKING:
     from tdxstore.store.realise import Options
 
-Install = Callable[[dict[str, Path]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Hashed:
+    """What a builtin learnt while writing its (normalised) output, so realise need not read it again.
+
+    `sha256` is the hex digest a fixed output is checked against (flat: the file's bytes; recursive:
+    its NAR), `nar` the NAR digest the store registers.
+    """
+
+    sha256: str
+    nar: NarDigest
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != 64:
+            raise BuildError(f"invalid SHA-256 hex digest {self.sha256!r}", code="internal-error")
+
+
+class _NarOfDownload:
+    """Download tee: the NAR digest of the single file being downloaded, when its length is known."""
+
+    __slots__ = ("flat",)
+
+    def __init__(self) -> None:
+        self.flat: FlatNar | None = None
+
+    def start(self, total: int | None) -> None:
+        self.flat = FlatNar(total) if total is not None else None
+
+    def update(self, chunk: bytes) -> None:
+        if self.flat is not None:
+            self.flat.update(chunk)
+
+
+#: install(staged outputs, what the builder already hashed or None).
+Install = Callable[[dict[str, Path], Hashed | None], None]
 #: A host builtin: (store, derivation, output directory to fill, log stream) -> None.
 Builtin = Callable[[Store, Derivation, Path, IO[bytes]], None]
 _HOST_BUILTINS: dict[str, Builtin] = {}
@@ -66,13 +104,14 @@ def run_builder(store: Store, drv: Derivation, options: Options, install: Instal
     ok = False
     try:
         staged = {o: tmp / f"out-{o}" for o in drv.outputs}
+        hashed: Hashed | None = None
         if drv.builder in _HOST_BUILTINS or (drv.builder.startswith("builtin:") and drv.fixed is None):
             _run_host_builtin(store, drv, staged["out"])
         elif drv.builder.startswith("builtin:"):
-            _run_builtin(store, drv, options, staged["out"])
+            hashed = _run_builtin(store, drv, options, staged["out"])
         else:
             _run_sandboxed(store, drv, options, tmp, staged)
-        install(staged)
+        install(staged, hashed)
         ok = True
     except TdxError as e:
         if options.keep_failed:
@@ -83,8 +122,12 @@ def run_builder(store: Store, drv: Derivation, options: Options, install: Instal
             remove_tree(tmp)
 
 
-def _run_builtin(store: Store, drv: Derivation, options: Options, out: Path) -> None:
-    """Fixed-output builtins run in this process (network allowed); realise verifies their hash."""
+def _run_builtin(store: Store, drv: Derivation, options: Options, out: Path) -> Hashed | None:
+    """Fixed-output builtins run in this process (network allowed); realise verifies their hash.
+
+    The output is normalised and hashed in the pass that writes it (a download is hashed as it
+    arrives), and that hash is returned for realise to check and register: no second read.
+    """
     from tdxstore.fetch.download import DEFAULT_RETRIES, DEFAULT_TIMEOUT, download
     from tdxstore.fetch.git import GIT_RESOLUTIONS, fetch_git_tree, remember_commit
 
@@ -94,17 +137,24 @@ def _run_builtin(store: Store, drv: Derivation, options: Options, out: Path) -> 
         log.write(f"{drv.builder} {env.get('url', '')}\n".encode())
         if drv.builder == "builtin:fetchurl":
             expected = None if drv.fixed.recursive else drv.fixed.sha256
+            tee = _NarOfDownload()
             got = download(env["url"], out, expected_sha256=expected, progress=options.download_progress,
                            timeout=options.fetch_timeout or DEFAULT_TIMEOUT,
-                           retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries)
+                           retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries,
+                           tee=tee)
             log.write(f"downloaded sha256:{got}\n".encode())
-        else:
-            commit = fetch_git_tree(env["url"], out, tag=env.get("tag") or None, rev=env.get("rev") or None,
-                                    submodules=env.get("submodules") == "1")
-            log.write(f"checked out {commit}\n".encode())
-            from tdxstore.store.nar import hash_path
-
-            remember_commit(store.home / GIT_RESOLUTIONS, env["url"], env.get("tag"), hash_path(out).hex, commit)
+            normalise_tree(out)  # metadata only: 0444, mtime 1 (a download is never executable)
+            if tee.flat is None:  # no announced length: realise hashes the file once itself
+                return None
+            nar = tee.flat.finish()
+            return Hashed(nar.hex if drv.fixed.recursive else got, nar)
+        commit = fetch_git_tree(env["url"], out, tag=env.get("tag") or None, rev=env.get("rev") or None,
+                                submodules=env.get("submodules") == "1")
+        log.write(f"checked out {commit}\n".encode())
+        normalise_tree(out)
+        nar = hash_path(out)
+        remember_commit(store.home / GIT_RESOLUTIONS, env["url"], env.get("tag"), nar.hex, commit)
+        return Hashed(nar.hex, nar)
 
 
 def _run_host_builtin(store: Store, drv: Derivation, out: Path) -> None:

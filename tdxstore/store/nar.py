@@ -289,8 +289,9 @@ def _os_error(path: bytes, e: OSError) -> NarError:
                     hint="Check that the tree is readable by this user.", code="nar-unreadable")
 
 
-def _run(path: Path, sink: Callable[[ByteChunk], None], copy: bool) -> int:
-    dumper = _Dumper(sink, copy)
+def _run(path: Path, sink: Callable[[ByteChunk], None], copy: bool,
+         contents: Callable[[ByteChunk], None] | None = None) -> int:
+    dumper = _Dumper(sink, copy, contents=contents)
     try:
         dumper.root(os.fsencode(path))
     except RecursionError as e:
@@ -310,10 +311,13 @@ def dump_bytes(path: Path) -> bytes:
     return b"".join(parts)
 
 
-def hash_path(path: Path) -> NarDigest:
-    """SHA-256 and size of the NAR of `path`, without materialising it."""
+def hash_path(path: Path, contents: Callable[[ByteChunk], None] | None = None) -> NarDigest:
+    """SHA-256 and size of the NAR of `path`, without materialising it.
+
+    `contents` is fed every file's bytes in the same pass (for a single file: its flat hash).
+    """
     h = hashlib.sha256()
-    size = _run(path, h.update, copy=False)
+    size = _run(path, h.update, copy=False, contents=contents)
     return NarDigest(h.digest(), size)
 
 
