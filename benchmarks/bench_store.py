@@ -3,8 +3,10 @@
 Plain script, not a test: `python3 benchmarks/bench_store.py [--dir /var/tmp] [--runs 3] [--quick]`.
 Every figure is measured in this one process run (best of --runs, warm page cache; each add goes into
 a fresh, empty store), so the ratios (tdx / baseline; below 1.0 means tdx is faster) compare like
-with like on this machine. Inputs: one 256 MiB file, 20,000 small files in 20 directories, one 1 GiB
-file. Both tools must agree on the NAR hash of each input, or the script stops.
+with like on this machine. On a shared machine wall time swings with the load, so the adds also show
+the CPU time (user + system) of the command, which other processes disturb much less. Inputs: one
+256 MiB file, 20,000 small files in 20 directories, one 1 GiB file. Both tools must agree on the
+NAR hash of each input, or the script stops.
 """
 
 from __future__ import annotations
@@ -65,35 +67,45 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout.strip()
 
 
-def tdx_add(src: Path, scratch: Path) -> tuple[float, str]:
-    """Seconds for one `tdx store add` into an empty store, and the NAR hash it recorded."""
+def run_timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the child, stdout) of one run of `argv`."""
+    with tempfile.TemporaryFile() as out:
+        t = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise SystemExit(f"{argv} failed with exit status {proc.returncode}")
+        out.seek(0)
+        return wall, usage.ru_utime + usage.ru_stime, out.read().decode().strip()
+
+
+Timing = tuple[float, float, str]  # wall seconds, CPU seconds, NAR hash (hex)
+
+
+def tdx_add(src: Path, scratch: Path) -> Timing:
+    """One `tdx store add` into an empty store, and the NAR hash it recorded."""
     home = Path(tempfile.mkdtemp(prefix="tdx-home-", dir=scratch))
     env = {**os.environ, "TDX_HOME": str(home)}
     run([*TDX, "--help"], env)  # warm the interpreter and its bytecode cache
     try:
-        secs = timed(lambda: run([*TDX, "store", "add", str(src)], env))
-        sp = run([*TDX, "store", "ls"], env).splitlines()[0]
+        wall, cpu, sp = run_timed([*TDX, "store", "add", str(src)], env)
         info = json.loads(run([*TDX, "store", "path-info", "--json", sp], env))[0]
-        return secs, str(info["narHash"]).removeprefix("sha256:")
+        return wall, cpu, str(info["narHash"]).removeprefix("sha256:")
     finally:
         remove_tree(home)
 
 
-def nix_add(src: Path, scratch: Path) -> tuple[float, str]:
+def nix_add(src: Path, scratch: Path) -> Timing:
     root = Path(tempfile.mkdtemp(prefix="nix-root-", dir=scratch))
     store = f"local?root={root}"
     try:
-        out: list[str] = []
-        secs = timed(lambda: out.append(run(["nix-store", "--store", store, "--add", str(src)])))
-        got = run(["nix-store", "--store", store, "--query", "--hash", out[0]]).removeprefix("sha256:")
-        return secs, base32.decode(got).hex() if len(got) == 52 else got
+        wall, cpu, sp = run_timed(["nix-store", "--store", store, "--add", str(src)])
+        got = run(["nix-store", "--store", store, "--query", "--hash", sp]).removeprefix("sha256:")
+        return wall, cpu, base32.decode(got).hex() if len(got) == 52 else got
     finally:
         remove_tree(root)
-
-
-def best(fn: Callable[[], tuple[float, str]], runs: int) -> tuple[float, str]:
-    results = [fn() for _ in range(runs)]
-    return min(r[0] for r in results), results[-1][1]
 
 
 def row(label: str, secs: float, base: float) -> None:
@@ -102,13 +114,21 @@ def row(label: str, secs: float, base: float) -> None:
 
 def bench_add(label: str, src: Path, scratch: Path, runs: int) -> None:
     nar.hash_path(src)  # warm the page cache
-    tdx_s, tdx_h = best(lambda: tdx_add(src, scratch), runs)
-    nix_s, nix_h = best(lambda: nix_add(src, scratch), runs)
+    results: dict[str, list[Timing]] = {}
+    for _ in range(runs):  # interleaved, so both tools meet the same load
+        for tool, fn in (("nix", nix_add), ("tdx", tdx_add)):
+            results.setdefault(tool, []).append(fn(src, scratch))
+    nix_w, nix_c, nix_h = (min(r[0] for r in results["nix"]), min(r[1] for r in results["nix"]),
+                           results["nix"][0][2])
+    tdx_w, tdx_c, tdx_h = (min(r[0] for r in results["tdx"]), min(r[1] for r in results["tdx"]),
+                           results["tdx"][0][2])
     if tdx_h != nix_h:
         raise SystemExit(f"{label}: tdx and nix disagree on the NAR hash: {tdx_h} vs {nix_h}")
     print(f"\nstore add: {label}  (best of {runs}; ratio against nix-store --add)")
-    row("nix-store --store local?root=DIR --add", nix_s, nix_s)
-    row("tdx store add", tdx_s, nix_s)
+    print(f"  {'command':44} {'wall s':>9} {'ratio':>9} {'cpu s':>9} {'ratio':>9}")
+    for name, (w, c) in (("nix-store --store local?root=DIR --add", (nix_w, nix_c)),
+                         ("tdx store add", (tdx_w, tdx_c))):
+        print(f"  {name:44} {w:9.3f} {w / nix_w:8.2f}x {c:9.3f} {c / nix_c:8.2f}x")
 
 
 def bench_scan(label: str, src: Path, runs: int) -> None:
