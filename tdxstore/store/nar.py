@@ -246,7 +246,7 @@ class _Dumper:
                 got = os.readv(fd, [view[: min(left, CHUNK)]])
                 if not got:
                     raise _changed(path, size)
-                sink(view[:got])
+                sink(chunk if got == CHUNK else view[:got])  # a whole bytearray: the scanner needs no copy
                 if out >= 0:
                     _write_all(out, view[:got])
                 if self._contents is not None:
