@@ -93,15 +93,13 @@ def _realise_git(store: Store, url: str, tag: str | None, rev: str | None, hex_d
                 err.detail = f"{'tag ' + tag if tag else 'commit'} resolved to commit {commit}"
             raise
         return sp, known_commit(store.home / GIT_RESOLUTIONS, url, tag, hex_digest), hex_digest
-    # No hash yet (`tdx fetch --hash --git`): check out, hash, and add the tree as it is.
-    from tdxstore.store.nar import hash_path
-
+    # No hash yet (`tdx fetch --hash --git`): check out, and add the tree as it is; the add hashes it.
     lock_key = hashlib.sha256(f"{url}\0{tag}\0{rev}\0{submodules}".encode()).hexdigest()
     with locked([_fetch_lock(store, "git", lock_key)]), store.temp_dir("fetch-git") as tmp:
         tree = tmp / name
         commit = fetch_git_tree(url, tree, tag=tag, rev=rev, submodules=submodules)
-        got = hash_path(tree).hex
         sp = store.add_path(tree, name=name)
+        got = store.query(sp).nar_hash.removeprefix("sha256:")
         remember_commit(store.home / GIT_RESOLUTIONS, url, tag, got, commit)
     if sp != make_fixed_output_path(got, name, recursive=True):
         raise FetchError(f"adding the tree of {url} produced {sp.logical}, not its NAR-hash path",

@@ -1,40 +1,88 @@
 """The `tdx` command (L4): builds the typer app and renders every TdxError once.
 
 Each command group lives in its own module with a `register(app)` function; command bodies parse,
-call one library function and print. Heavy imports happen inside commands so `tdx --help` is fast.
+call one library function and print. `COMMANDS` is the one table of commands: only the module of
+the command being run is imported and turned into a click command, so start-up stays small, and
+`tdx --help` lists the table without importing any of them.
 """
 
 from __future__ import annotations
 
 import errno
 import importlib
-import logging
 import os
 import signal
 import sys
 import traceback
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from tdxstore.errors import NoSpaceError, TdxError
 
-# Command-group modules, each exposing `register(app: typer.Typer) -> None`.
-COMMAND_MODULES = (
-    "tdxstore.cli.store",
-    "tdxstore.cli.realise",
-    "tdxstore.cli.fetch",
-    "tdxstore.cli.image",
-    "tdxstore.cli.measure",
-    "tdxstore.cli.lock",
-    "tdxstore.cli.module",
-)
+#: command name -> (module exposing `register(app: typer.Typer) -> None`, one-line help for `tdx --help`).
+#: The help is the first line of the command's docstring (tests/unit/cli/test_app.py checks it).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "realise": ("tdxstore.cli.realise", "Build a derivation (and what it needs) and print its output paths."),
+    "log": ("tdxstore.cli.realise", "Print the build log of a path."),
+    "show-derivation": ("tdxstore.cli.realise", "Print a derivation as readable JSON."),
+    "why-depends": ("tdxstore.cli.realise", "Show a chain of references from PACKAGE to DEPENDENCY, and where "
+                                            "each reference occurs."),
+    "fetch": ("tdxstore.cli.fetch", "Compute the hash of a URL, file or git ref, or download and verify it "
+                                    "into the store."),
+    "build": ("tdxstore.cli.image", "Build the image a TDXfile describes; print its store path."),
+    "measure": ("tdxstore.cli.measure", "Predict the TDX measurements (MRTD, RTMR0-2) of booting IMAGE."),
+    "store": ("tdxstore.cli.store", "Inspect and maintain the content-addressed store."),
+    "lock": ("tdxstore.cli.lock", "Resolve the modules pyproject.toml declares and pin them (and the TDXfile's "
+                                  "fetches) in tdx.lock."),
+    "module": ("tdxstore.cli.module", "Develop modules: content hash, API check, scaffold."),
+}
+_SETTINGS: dict[str, Any] = {"pretty_exceptions_enable": False, "add_completion": False,
+                             "rich_markup_mode": None}  # plain click help: rich costs 0.1 s to import
+
+
+def load_command(name: str) -> Any:
+    """The click command `name` of COMMANDS, built from its module alone (None when unknown)."""
+    if name not in COMMANDS:
+        return None
+    module_name = COMMANDS[name][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        return None
+    scratch = typer.Typer(**_SETTINGS)
+    module.register(scratch)
+    return typer.main.get_group(scratch).commands.get(name)
+
+
+class _LazyGroup(TyperGroup):
+    """The root group: resolves a command name through COMMANDS on first use."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands:
+            cmd = load_command(cmd_name)
+            if cmd is None:
+                return None
+            self.commands[cmd_name] = cmd
+        return self.commands[cmd_name]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, (_module, text) in COMMANDS.items()])
+
 
 app = typer.Typer(
     name="tdx",
     help="Build reproducible, measured Intel TDX VM images from a TDXfile, on a Nix-style store.",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+    cls=_LazyGroup,
+    **_SETTINGS,
 )
 
 
@@ -43,20 +91,12 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show what is run."),
 ) -> None:
+    import logging
+
     if debug:
         os.environ["TDX_DEBUG"] = "1"
     level = logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-for _name in COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(_name)
-    except ModuleNotFoundError as _e:
-        if _e.name != _name:
-            raise
-        continue
-    _mod.register(app)
 
 
 def render_error(err: TdxError) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -66,6 +65,8 @@ def path_info(
     store = _open()
     infos = [store.query(store.parse(p)) for p in paths]
     if as_json:
+        import json
+
         print(json.dumps([{
             "path": str(i.path), "narHash": i.nar_hash, "narSize": i.nar_size,
             "references": [str(r) for r in i.references], "deriver": str(i.deriver) if i.deriver else None,

@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import requests
 import urllib3.exceptions
@@ -42,6 +42,15 @@ DEFAULT_MAX_SIZE = 4 << 30  # bytes, when no length is declared (`tdx fetch --ma
 DEFAULT_DEADLINE = 6 * 3600.0  # seconds for a whole fetch, retries included
 SCHEMES = ("http", "https", "file")
 USER_AGENT = "tdx-vm-sdk-fetch/0.1"
+
+
+class Tee(Protocol):
+    """Sees the downloaded bytes as they are written (e.g. to hash them another way in the same pass)."""
+
+    def start(self, total: int | None) -> None:
+        """A (new) attempt begins; `total` is the announced length, None when unknown."""
+
+    def update(self, chunk: bytes) -> None: ...
 
 
 class _Transient(Exception):
@@ -215,15 +224,19 @@ def _http_status_error(url: str, resp: requests.Response) -> FetchError | _Trans
 
 
 def _copy_stream(chunks: Iterable[bytes], out: BinaryIO, total: int | None,
-                 progress: Progress | None) -> tuple[str, int]:
-    """Write `chunks` to `out`, hashing them; return (hex digest, byte count)."""
+                 progress: Progress | None, tee: Tee | None = None) -> tuple[str, int]:
+    """Write `chunks` to `out`, hashing them (and feeding `tee`); return (hex digest, byte count)."""
     h = hashlib.sha256()
     done = 0
+    if tee is not None:
+        tee.start(total)
     for chunk in chunks:
         if not chunk:
             continue
         out.write(chunk)
         h.update(chunk)
+        if tee is not None:
+            tee.update(chunk)
         done += len(chunk)
         if progress is not None:
             progress(done, total)
@@ -231,7 +244,7 @@ def _copy_stream(chunks: Iterable[bytes], out: BinaryIO, total: int | None,
 
 
 def _attempt_http(session: requests.Session, url: str, out: BinaryIO, timeout: float,
-                  progress: Progress | None, budget: _Budget) -> str:
+                  progress: Progress | None, budget: _Budget, tee: Tee | None) -> str:
     out.seek(0)
     out.truncate()
     wait = min(timeout, budget.left())
@@ -244,7 +257,7 @@ def _attempt_http(session: requests.Session, url: str, out: BinaryIO, timeout: f
             budget.declared = total
             # read1: whatever has arrived, so a trickling body still meets the deadline check
             chunks = budget.bounded(iter(lambda: resp.raw.read1(CHUNK, decode_content=False), b""))
-            digest, done = _copy_stream(chunks, out, total, progress)
+            digest, done = _copy_stream(chunks, out, total, progress, tee)
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
         # requests' exceptions are OSErrors too; a local OSError (disk full) is not a fetch problem.
         if not isinstance(e, (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
@@ -260,12 +273,12 @@ def _attempt_http(session: requests.Session, url: str, out: BinaryIO, timeout: f
 
 
 def _download_http(url: str, out: BinaryIO, timeout: float, retries: int, backoff: float,
-                   progress: Progress | None, budget: _Budget) -> str:
+                   progress: Progress | None, budget: _Budget, tee: Tee | None) -> str:
     session = _session()
     try:
         for attempt in range(retries + 1):
             try:
-                return _attempt_http(session, url, out, timeout, progress, budget)
+                return _attempt_http(session, url, out, timeout, progress, budget, tee)
             except _Transient as t:
                 if attempt == retries:
                     raise t.error from t.__cause__
@@ -279,7 +292,7 @@ def _download_http(url: str, out: BinaryIO, timeout: float, retries: int, backof
 
 
 def _copy_file_url(url: str, parts: urllib.parse.SplitResult, out: BinaryIO,
-                   progress: Progress | None, budget: _Budget) -> str:
+                   progress: Progress | None, budget: _Budget, tee: Tee | None) -> str:
     path = Path(urllib.request.url2pathname(parts.path))
     try:
         with path.open("rb") as src:
@@ -289,7 +302,7 @@ def _copy_file_url(url: str, parts: urllib.parse.SplitResult, out: BinaryIO,
                                  hint="fetch regular files only; add directories with `tdx store add`")
             budget.declared = total = st.st_size
             chunks = budget.bounded(iter(lambda: src.read(CHUNK), b""))
-            digest, _ = _copy_stream(chunks, out, total, progress)
+            digest, _ = _copy_stream(chunks, out, total, progress, tee)
     except FileNotFoundError as e:
         raise FetchError(f"{url} does not exist (no file {str(path)!r})", code="file-not-found",
                          hint="check the path in the file:// URL") from e
@@ -303,30 +316,32 @@ def _copy_file_url(url: str, parts: urllib.parse.SplitResult, out: BinaryIO,
 
 def download(url: str, dest: Path, *, expected_sha256: str | None, progress: Progress | None = None,
              timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
-             backoff: float = DEFAULT_BACKOFF, limits: Limits = DEFAULT_LIMITS) -> str:
+             backoff: float = DEFAULT_BACKOFF, limits: Limits = DEFAULT_LIMITS, tee: Tee | None = None) -> str:
     """Download `url` to `dest` and return the SHA-256 (hex) of its bytes.
 
     `expected_sha256` (hex) is checked before `dest` appears; on mismatch raise HashMismatchError
     and leave nothing behind. `timeout` bounds the connect time and every pause between bytes;
     `limits` the size (when the source declares none) and the whole fetch's wall-clock time.
+    `tee` sees the bytes of every attempt as they are written, so nothing needs to read them again.
     """
     parts = check_url(url)
     budget = _Budget(limits, url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with full_disk_is_an_error(dest.parent, f"downloading {url}", lambda: budget.declared):
-        return _download_to(url, parts, dest, expected_sha256, progress, timeout, retries, backoff, budget)
+        return _download_to(url, parts, dest, expected_sha256, progress, timeout, retries, backoff, budget, tee)
 
 
 def _download_to(url: str, parts: urllib.parse.SplitResult, dest: Path, expected_sha256: str | None,
-                 progress: Progress | None, timeout: float, retries: int, backoff: float, budget: _Budget) -> str:
+                 progress: Progress | None, timeout: float, retries: int, backoff: float, budget: _Budget,
+                 tee: Tee | None) -> str:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w+b") as out:
             if parts.scheme == "file":
-                got = _copy_file_url(url, parts, out, progress, budget)
+                got = _copy_file_url(url, parts, out, progress, budget, tee)
             else:
-                got = _download_http(url, out, timeout, retries, backoff, progress, budget)
+                got = _download_http(url, out, timeout, retries, backoff, progress, budget, tee)
             if expected_sha256 is not None and got != expected_sha256.lower():
                 raise HashMismatchError(url, format_sha256(expected_sha256), format_sha256(got))
             out.flush()

@@ -20,12 +20,13 @@ import zstandard
 from tdxstore._fs import remove_tree
 from tdxstore.errors import BuildError, TdxError
 from tdxstore.sandbox import BUILD_DIR, Mount, SandboxSpec, run_sandboxed, run_unsandboxed
-from tdxstore.store.builtins import run_builtin
+from tdxstore.store.builtins import Hashed, run_builtin
 from tdxstore.store.derivation import Derivation
 from tdxstore.store.path import StorePath
 from tdxstore.store.store import Store
 
-Install = Callable[[dict[str, Path]], None]
+#: install(staged outputs, what the builder already hashed or None).
+Install = Callable[[dict[str, Path], Hashed | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +81,13 @@ def run_builder(store: Store, drv: Derivation, options: Options, install: Instal
     ok = False
     try:
         staged = {o: tmp / f"out-{o}" for o in drv.outputs}
+        hashed: Hashed | None = None
         if drv.builder.startswith("builtin:"):
             with _log_writer(store, drv) as log:
-                run_builtin(store, drv, staged["out"], log, options)
+                hashed = run_builtin(store, drv, staged["out"], log, options)
         else:
             _run_sandboxed(store, drv, options, tmp, staged)
-        install(staged)
+        install(staged, hashed)
         ok = True
     except TdxError as e:
         if options.keep_failed:

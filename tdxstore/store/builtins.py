@@ -18,6 +18,8 @@ from tdxstore.debian.deb import unpack
 from tdxstore.debian.pins import FIRMWARE_FILE, FIRMWARE_LABEL, MKOSI_PYTHON_DIR
 from tdxstore.errors import BuildError
 from tdxstore.store.derivation import Derivation, FixedOutput, derivation
+from tdxstore.store.nar import FlatNar, NarDigest, hash_path
+from tdxstore.store.normalise import normalise_tree
 from tdxstore.store.path import STORE_DIR
 from tdxstore.store.store import Store
 
@@ -25,8 +27,40 @@ if TYPE_CHECKING:
     from tdxstore.fetch.download import Limits
     from tdxstore.store.build import Options
 
-#: (store, derivation, output path to create, log stream, options) -> None
-Handler = Callable[[Store, Derivation, Path, IO[bytes], "Options"], None]
+@dataclass(frozen=True, slots=True)
+class Hashed:
+    """What a builtin learnt while writing its (normalised) output, so realise need not read it again.
+
+    `sha256` is the hex digest a fixed output is checked against (flat: the file's bytes; recursive:
+    its NAR), `nar` the NAR digest the store registers.
+    """
+
+    sha256: str
+    nar: NarDigest
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != 64:
+            raise BuildError(f"invalid SHA-256 hex digest {self.sha256!r}", code="internal-error")
+
+
+class _NarOfDownload:
+    """Download tee: the NAR digest of the single file being downloaded, when its length is known."""
+
+    __slots__ = ("flat",)
+
+    def __init__(self) -> None:
+        self.flat: FlatNar | None = None
+
+    def start(self, total: int | None) -> None:
+        self.flat = FlatNar(total) if total is not None else None
+
+    def update(self, chunk: bytes) -> None:
+        if self.flat is not None:
+            self.flat.update(chunk)
+
+
+#: (store, derivation, output path to create, log stream, options) -> what it hashed on the way, if anything
+Handler = Callable[[Store, Derivation, Path, IO[bytes], "Options"], "Hashed | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,18 +72,25 @@ class Builtin:
     why: str  # why it does not run in bubblewrap (docs/architecture.md shows the table)
 
 
-def _fetchurl(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:
+def _fetchurl(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> Hashed | None:
+    """The download is hashed as it arrives; that hash is returned for realise to check and register."""
     from tdxstore.fetch.download import DEFAULT_RETRIES, DEFAULT_TIMEOUT, download
 
     env = dict(drv.env)
     assert drv.fixed is not None
     log.write(f"{drv.builder} {env['url']}\n".encode())
     expected = None if drv.fixed.recursive else drv.fixed.sha256
+    tee = _NarOfDownload()
     got = download(env["url"], out, expected_sha256=expected, progress=options.download_progress,
                    timeout=options.fetch_timeout or DEFAULT_TIMEOUT,
                    retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries,
-                   limits=_limits(options))
+                   limits=_limits(options), tee=tee)
     log.write(f"downloaded sha256:{got}\n".encode())
+    normalise_tree(out)  # metadata only: 0444, mtime 1 (a download is never executable)
+    if tee.flat is None:  # no announced length: realise hashes the file once itself
+        return None
+    nar = tee.flat.finish()
+    return Hashed(nar.hex if drv.fixed.recursive else got, nar)
 
 
 def _limits(options: Options) -> Limits:
@@ -59,26 +100,30 @@ def _limits(options: Options) -> Limits:
                   deadline=options.fetch_deadline or DEFAULT_LIMITS.deadline)
 
 
-def _fetchgit(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:
+def _fetchgit(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> Hashed:
+    """The checkout is normalised and hashed once, for the resolution record, the check and registration."""
     from tdxstore.fetch.git import GIT_RESOLUTIONS, fetch_git_tree, remember_commit
-    from tdxstore.store.nar import hash_path
 
     env = dict(drv.env)
     log.write(f"{drv.builder} {env['url']}\n".encode())
     commit = fetch_git_tree(env["url"], out, tag=env.get("tag") or None, rev=env.get("rev") or None,
                             submodules=env.get("submodules") == "1")
     log.write(f"checked out {commit}\n".encode())
-    remember_commit(store.home / GIT_RESOLUTIONS, env["url"], env.get("tag"), hash_path(out).hex, commit)
+    normalise_tree(out)
+    nar = hash_path(out)
+    remember_commit(store.home / GIT_RESOLUTIONS, env["url"], env.get("tag"), nar.hex, commit)
+    return Hashed(nar.hex, nar)
 
 
-def _unpack_deb(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:
+def _unpack_deb(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> Hashed | None:
     env = dict(drv.env)
     out.mkdir()
     for rel in unpack(store.real_path(store.parse(env["deb"])), out, env["paths"].split()):
         log.write(f"{rel}\n".encode())
+    return None
 
 
-def _mkosi(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:
+def _mkosi(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> Hashed | None:
     from tdxstore.disk.gpt import make_disk
     from tdxstore.disk.manifest import DISK_FILE, UKI_FILE, write_manifest
     from tdxstore.mkosi.build import TOOLS, Run, assemble
@@ -107,6 +152,7 @@ def _mkosi(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Op
         if firmware is not None:
             make_disk(out / UKI_FILE, out / DISK_FILE, work)
             write_manifest(out, firmware, env["firmware"], FIRMWARE_LABEL)
+    return None
 
 
 BUILTINS: dict[str, Builtin] = {
@@ -120,7 +166,7 @@ BUILTINS: dict[str, Builtin] = {
 }
 
 
-def run_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> None:
+def run_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> Hashed | None:
     """Build `drv` (a `builtin:*` derivation) into the not yet existing `out`."""
     entry = BUILTINS.get(drv.builder)
     if entry is None:
@@ -130,7 +176,7 @@ def run_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes], option
         kind = "a fixed-output" if entry.fixed_output else "an input-addressed"
         raise BuildError(f"{drv.builder} builds only {kind} derivation, and {drv.name!r} is not one",
                          code="builtin-misused")
-    entry.handler(store, drv, out, log, options)
+    return entry.handler(store, drv, out, log, options)
 
 
 # -- constructors of builtin derivations ------------------------------------------------------------

@@ -29,11 +29,14 @@ from tdxstore._fs import remove_tree
 from tdxstore.errors import NarError
 from tdxstore.store import base32
 from tdxstore.store._refscan import ByteChunk, RefScanner
+from tdxstore.store.normalise import CANONICAL_TIME
 
 MAGIC = b"nix-archive-1"
 CHUNK = 1 << 20  # files larger than this are streamed in chunks of this size
 _FLUSH = 1 << 18  # small writes are batched into one sink call per 256 KiB
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TIMES_NS = (CANONICAL_TIME * 1_000_000_000,) * 2  # (atime, mtime) of every store file
 
 
 def _str(s: bytes) -> bytes:
@@ -78,13 +81,21 @@ class NarDigest:
 
 
 class _Dumper:
-    """Walks a tree and emits NAR bytes to `sink`, batching small writes into one buffer."""
+    """Walks a tree and emits NAR bytes to `sink`, batching small writes into one buffer.
 
-    __slots__ = ("_buf", "_copy", "_sink", "size")
+    With `mirror` (source prefix length, destination root) it also recreates the tree at the
+    destination from the same reads, already canonical (see `copy_and_hash`).
+    """
 
-    def __init__(self, sink: Callable[[ByteChunk], None], copy: bool) -> None:
+    __slots__ = ("_buf", "_contents", "_copy", "_mirror", "_sink", "size")
+
+    def __init__(self, sink: Callable[[ByteChunk], None], copy: bool,
+                 mirror: tuple[int, bytes] | None = None,
+                 contents: Callable[[ByteChunk], None] | None = None) -> None:
         self._sink = sink
+        self._contents = contents
         self._copy = copy  # True: every sink call gets a fresh object it may keep
+        self._mirror = mirror
         self._buf = bytearray(_HEADER)
         self.size = 0
 
@@ -93,6 +104,10 @@ class _Dumper:
             self.size += len(self._buf)
             self._sink(bytes(self._buf) if self._copy else self._buf)
             self._buf = bytearray()
+
+    def _dest(self, path: bytes) -> bytes:
+        assert self._mirror is not None
+        return self._mirror[1] + path[self._mirror[0]:]
 
     def root(self, path: bytes) -> None:
         try:
@@ -113,8 +128,11 @@ class _Dumper:
 
     def _directory(self, path: bytes) -> None:
         try:
+            before = os.lstat(path) if self._mirror else None
             with os.scandir(path) as it:
                 entries = sorted((e.name, e) for e in it)
+            if self._mirror:
+                os.mkdir(self._dest(path), 0o700)
         except OSError as e:
             raise _os_error(path, e) from e
         buf = self._buf
@@ -139,10 +157,22 @@ class _Dumper:
             if len(buf) >= _FLUSH:
                 self.flush()
                 buf = self._buf
+        if before is not None:
+            try:
+                _unchanged(path, before, os.lstat(path))
+                dest = self._dest(path)
+                os.chmod(dest, 0o555)  # after the children: creating them needed write access
+                os.utime(dest, ns=_TIMES_NS, follow_symlinks=False)
+            except OSError as e:
+                raise _os_error(path, e) from e
 
     def _symlink(self, path: bytes) -> None:
         try:
             target = os.readlink(path)
+            if self._mirror:
+                dest = self._dest(path)
+                os.symlink(target, dest)
+                os.utime(dest, ns=_TIMES_NS, follow_symlinks=False)
         except OSError as e:
             raise _os_error(path, e) from e
         self._buf += _T_SYMLINK
@@ -153,14 +183,18 @@ class _Dumper:
             fd = os.open(path, _OPEN_FLAGS)
         except OSError as e:
             raise _os_error(path, e) from e
+        out = -1
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):  # replaced between listing and opening
                 raise _unsupported(path, st.st_mode)
             size = st.st_size
+            executable = bool(st.st_mode & stat.S_IXUSR)
+            if self._mirror:
+                out = os.open(self._dest(path), _WRITE_FLAGS, 0o700)
             buf = self._buf
             buf += _T_REGULAR
-            if st.st_mode & stat.S_IXUSR:
+            if executable:
                 buf += _EXECUTABLE
             buf += _CONTENTS
             buf += size.to_bytes(8, "little")
@@ -169,16 +203,28 @@ class _Dumper:
                 if len(data) != size:
                     raise _changed(path, size)
                 buf += data
+                if out >= 0:
+                    _write_all(out, data)
+                if self._contents is not None:
+                    self._contents(data)
             else:
                 self.flush()
-                self._stream(fd, path, size)
+                self._stream(fd, path, size, out)
             self._buf += _PAD[-size % 8]
+            if out >= 0:
+                _unchanged(path, st, os.fstat(fd))
+                # Canonical as normalise_tree leaves it: 0444/0555 (Nix keeps only the owner's x bit
+                # in the NAR, so that is the bit that decides), mtime 1.
+                os.fchmod(out, 0o555 if executable else 0o444)
+                os.utime(out, ns=_TIMES_NS)
         except OSError as e:
             raise _os_error(path, e) from e
         finally:
             os.close(fd)
+            if out >= 0:
+                os.close(out)
 
-    def _stream(self, fd: int, path: bytes, size: int) -> None:
+    def _stream(self, fd: int, path: bytes, size: int, out: int) -> None:
         """Feed a large file to the sink chunk by chunk; memory stays at one chunk."""
         sink = self._sink
         left = size
@@ -188,6 +234,10 @@ class _Dumper:
                 if not data:
                     raise _changed(path, size)
                 sink(data)
+                if out >= 0:
+                    _write_all(out, data)
+                if self._contents is not None:
+                    self._contents(data)
                 left -= len(data)
         else:
             chunk = bytearray(CHUNK)
@@ -196,9 +246,28 @@ class _Dumper:
                 got = os.readv(fd, [view[: min(left, CHUNK)]])
                 if not got:
                     raise _changed(path, size)
-                sink(view[:got])
+                sink(chunk if got == CHUNK else view[:got])  # a whole bytearray: the scanner needs no copy
+                if out >= 0:
+                    _write_all(out, view[:got])
+                if self._contents is not None:
+                    self._contents(view[:got])
                 left -= got
         self.size += size
+
+
+def _write_all(fd: int, data: ByteChunk) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _unchanged(path: bytes, before: os.stat_result, after: os.stat_result) -> None:
+    """The cheap second look (size, mtime, ctime) that catches a source written to during its copy."""
+    if (before.st_size, before.st_mtime_ns, before.st_ctime_ns) != (
+            after.st_size, after.st_mtime_ns, after.st_ctime_ns):
+        raise NarError(f"{os.fsdecode(path)!r} changed while it was being added to the store",
+                       hint="Make sure nothing writes to the tree while it is added, then add it again.",
+                       code="source-changed")
 
 
 def _unsupported(path: bytes, mode: int) -> NarError:
@@ -220,8 +289,9 @@ def _os_error(path: bytes, e: OSError) -> NarError:
                     hint="Check that the tree is readable by this user.", code="nar-unreadable")
 
 
-def _run(path: Path, sink: Callable[[ByteChunk], None], copy: bool) -> int:
-    dumper = _Dumper(sink, copy)
+def _run(path: Path, sink: Callable[[ByteChunk], None], copy: bool,
+         contents: Callable[[ByteChunk], None] | None = None) -> int:
+    dumper = _Dumper(sink, copy, contents=contents)
     try:
         dumper.root(os.fsencode(path))
     except RecursionError as e:
@@ -241,10 +311,13 @@ def dump_bytes(path: Path) -> bytes:
     return b"".join(parts)
 
 
-def hash_path(path: Path) -> NarDigest:
-    """SHA-256 and size of the NAR of `path`, without materialising it."""
+def hash_path(path: Path, contents: Callable[[ByteChunk], None] | None = None) -> NarDigest:
+    """SHA-256 and size of the NAR of `path`, without materialising it.
+
+    `contents` is fed every file's bytes in the same pass (for a single file: its flat hash).
+    """
     h = hashlib.sha256()
-    size = _run(path, h.update, copy=False)
+    size = _run(path, h.update, copy=False, contents=contents)
     return NarDigest(h.digest(), size)
 
 
@@ -261,13 +334,67 @@ def hash_and_scan(path: Path, candidates: Iterable[str]) -> tuple[NarDigest, fro
     return NarDigest(h.digest(), size), frozenset(scanner.found)
 
 
+def copy_and_hash(src: Path, dest: Path, contents: Callable[[ByteChunk], None] | None = None) -> NarDigest:
+    """Copy `src` to `dest` (which must not exist) and return the NAR digest, reading each byte once.
+
+    The copy is canonical as `normalise_tree` leaves a tree (0444/0555, directories 0555, mtime 1),
+    and `dest` hashes to the returned digest because both come from the same reads: this is Nix's
+    NAR dump streamed into a restore. A source written to during the copy is caught by comparing
+    each file's and directory's size, mtime and ctime before and after (code "source-changed").
+    `contents` is fed every file's bytes as they pass (for a single file: its flat hash); it must
+    not keep them. On error the partial copy is removed.
+    """
+    h = hashlib.sha256()
+    source = os.fsencode(path := Path(src))
+    dumper = _Dumper(h.update, copy=False, mirror=(len(source), os.fsencode(dest)), contents=contents)
+    try:
+        dumper.root(source)
+    except RecursionError as e:
+        remove_tree(dest)
+        raise NarError(f"{str(path)!r} is nested too deeply to archive", code="nar-too-deep") from e
+    except BaseException:
+        remove_tree(dest)
+        raise
+    return NarDigest(h.digest(), dumper.size)
+
+
+class FlatNar:
+    """The NAR digest of one regular file, from the same pass that hashes or copies its bytes.
+
+    A single file's NAR is fixed framing, its size, the bytes, padding and ")": once the size is
+    known, the NAR hash needs no second read (fetches, `add_flat`). `finish` checks the byte count.
+    """
+
+    __slots__ = ("_head", "_left", "_nar", "_size")
+
+    def __init__(self, size: int, executable: bool = False) -> None:
+        if size < 0:
+            raise NarError(f"invalid file size {size}", code="nar-digest-invalid")
+        head = _HEADER + _OPEN + _T_REGULAR + (_EXECUTABLE if executable else b"") + _CONTENTS
+        self._nar = hashlib.sha256(head + size.to_bytes(8, "little"))
+        self._head = len(head) + 8
+        self._size = size
+        self._left = size
+
+    def update(self, chunk: ByteChunk) -> None:
+        self._left -= len(chunk)
+        self._nar.update(chunk)
+
+    def finish(self) -> NarDigest:
+        if self._left != 0:
+            raise NarError(f"file of {self._size} bytes announced, {self._size - self._left} hashed",
+                           hint="The file changed while it was read; fetch or add it again.",
+                           code="source-changed")
+        self._nar.update(_PAD[-self._size % 8] + _CLOSE)
+        return NarDigest(self._nar.digest(), self._head + self._size + (-self._size % 8) + len(_CLOSE))
+
+
 # --- restore: a strict parser for untrusted streams ----------------------------------------------
 
 MAX_DEPTH = 256
 _MAX_TAG = 16  # longest tag is "executable"/"directory"
 _MAX_NAME = 255  # NAME_MAX
 _MAX_TARGET = 4095  # PATH_MAX - 1
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _malformed(what: str) -> NarError:

@@ -15,6 +15,7 @@ everything runs in the calling thread, so Ctrl-C interrupts the build or downloa
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -23,13 +24,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tdxstore._fs import sha256_file
 from tdxstore.errors import BuildError, DerivationError, HashMismatchError, TdxError
 from tdxstore.store.build import Options as Options  # re-exported: realise(…, Options(…)) is the API
 from tdxstore.store.build import input_closure, run_builder
+from tdxstore.store.builtins import Hashed
 from tdxstore.store.derivation import Derivation, decode
+from tdxstore.store.nar import NarDigest, hash_path
+from tdxstore.store.normalise import normalise_tree
 from tdxstore.store.path import StorePath
-from tdxstore.store.store import Store
+from tdxstore.store.store import Store, content_address
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +197,8 @@ def _build_one(store: Store, drv: Derivation, options: Options, notify: Progress
         notify("build", drv, "")
         start = time.monotonic()
         try:
-            run_builder(store, drv, options, lambda staged: _install(store, drv, staged, impure=options.no_sandbox))
+            run_builder(store, drv, options,
+                        lambda staged, hashed: _install(store, drv, staged, hashed, impure=options.no_sandbox))
         except TdxError:
             notify("failed", drv, "")
             raise
@@ -209,16 +213,15 @@ def _check_inputs_valid(store: Store, drv: Derivation) -> None:
                 raise DerivationError(f"input {p} of {drv.name!r} is not valid", code="input-not-valid")
 
 
-def _install(store: Store, drv: Derivation, staged: dict[str, Path], *, impure: bool) -> None:
+def _install(store: Store, drv: Derivation, staged: dict[str, Path], hashed: Hashed | None, *,
+             impure: bool) -> None:
     candidates = input_closure(store, drv)
     for o, sp in sorted(drv.output_paths.items()):
         tree = staged[o]
         if drv.fixed is not None:
-            _check_fixed(drv, tree)
-            from tdxstore.store.store import content_address
-
+            digest = _check_fixed(drv, tree, hashed)
             ca = content_address(bytes.fromhex(drv.fixed.sha256), recursive=drv.fixed.recursive)
-            store.install(tree, sp, deriver=drv.drv_path, ca=ca, impure=impure)
+            store.install(tree, sp, deriver=drv.drv_path, ca=ca, impure=impure, digest=digest)
         elif drv.builder.startswith("builtin:"):
             # Host builtins (mkosi) produce binary artifacts that rarely spell out store paths, yet were
             # made from every input: record the direct inputs as references.
@@ -234,20 +237,27 @@ def _direct_inputs(drv: Derivation) -> list[StorePath]:
     return sorted({*drv.input_srcs, *(p for i in drv.input_drvs for p in i.output_paths.values())})
 
 
-def _check_fixed(drv: Derivation, tree: Path) -> None:
-    assert drv.fixed is not None
-    if drv.fixed.recursive:
-        from tdxstore.store.nar import hash_path
+def _check_fixed(drv: Derivation, tree: Path, hashed: Hashed | None) -> NarDigest:
+    """Normalise a fixed output and compare its hash with the declared one; return its NAR digest.
 
-        got = hash_path(tree).sha256.hex()
+    One read at most: the builtin's own hash when it has one, else a pass that yields the flat and
+    the NAR hash together.
+    """
+    assert drv.fixed is not None
+    if not drv.fixed.recursive and (not tree.is_file() or tree.is_symlink()):
+        raise BuildError(f"fixed-output derivation {drv.name!r} must produce a single regular file",
+                         code="fixed-output-not-file")
+    normalise_tree(tree)
+    if hashed is not None:
+        got, digest = hashed.sha256, hashed.nar
     else:
-        if not tree.is_file() or tree.is_symlink():
-            raise BuildError(f"fixed-output derivation {drv.name!r} must produce a single regular file",
-                             code="fixed-output-not-file")
-        got = sha256_file(tree).hex()
+        flat = hashlib.sha256()
+        digest = hash_path(tree, contents=flat.update)
+        got = digest.hex if drv.fixed.recursive else flat.hexdigest()
     if got != drv.fixed.sha256:
         what = dict(drv.env).get("url") or drv.name
         raise HashMismatchError(what, f"sha256:{drv.fixed.sha256}", f"sha256:{got}")
+    return digest
 
 
 def outputs_of(targets: Iterable[Derivation]) -> list[StorePath]:

@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from tdxstore._fs import fsync_dir, remove_tree, sha256_file, temporary_directory
+from tdxstore._fs import fsync_dir, remove_tree, temporary_directory
 from tdxstore._lock import FileLock, locked
 from tdxstore.errors import StoreError, StorePathError, full_disk_is_an_error
 from tdxstore.store import base32
 from tdxstore.store.db import Database, PathInfo
-from tdxstore.store.nar import hash_and_scan, hash_path
+from tdxstore.store.nar import NarDigest, copy_and_hash, hash_and_scan, hash_path
 from tdxstore.store.normalise import normalise_tree
 from tdxstore.store.path import (
     STORE_DIR,
     StorePath,
+    check_name,
     make_fixed_output_path,
     make_text_path,
 )
@@ -181,8 +180,10 @@ class Store:
 
     def add_path(self, src: Path, name: str | None = None, *,
                  references: Iterable[StorePath] = ()) -> StorePath:
-        """Add a file or tree by the SHA-256 of its NAR (as `nix-store --add`); no work if already valid.
+        """Add a file or tree by the SHA-256 of its NAR (as `nix-store --add`).
 
+        Each byte is read once: copied into `tmp/` while its NAR is hashed (the copy is already
+        canonical), then the path is named after that hash, locked, renamed and registered.
         `references` (valid paths the tree mentions, e.g. a configuration naming a fetched file) are
         recorded and, as in Nix's `source` paths, part of the path's hash.
         """
@@ -190,38 +191,35 @@ class Store:
         if not src.exists() and not src.is_symlink():
             raise StoreError(f"cannot add {str(src)!r}: no such file or directory", code="source-missing")
         name = src.name if name is None else name
+        check_name(name)  # before the copy, not after it
         refs = sorted(set(references))
         for ref in refs:
             if not self.is_valid(ref):
                 raise StoreError(f"cannot add {str(src)!r} with reference {ref}: that path is not valid",
                                  hint="add or build the referenced path first", code="path-not-valid")
-        digest = hash_path(src)
-        sp = make_fixed_output_path(digest.hex, name, recursive=True, references=refs)
-        if self.is_valid(sp):
-            return sp
         with self._space_for(src), self.gc_guard(), self.temp_dir("add") as tmp:
             staged = tmp / "out"
-            _copy(src, staged)
-            self._install_ca(staged, sp, digest.sha256, content_address(digest.sha256, recursive=True),
+            digest = copy_and_hash(src, staged)
+            sp = make_fixed_output_path(digest.hex, name, recursive=True, references=refs)
+            self._install_ca(staged, sp, digest, content_address(digest.sha256, recursive=True),
                              references=refs)
         return sp
 
     def add_flat(self, src: Path, name: str | None = None) -> StorePath:
-        """Add one regular file by the SHA-256 of its bytes (fetch results)."""
+        """Add one regular file by the SHA-256 of its bytes (fetch results); each byte is read once."""
         src = Path(src)
         if not src.is_file():
             raise StoreError(f"cannot add {str(src)!r} as a flat file: not a regular file", code="source-missing")
         name = src.name if name is None else name
-        flat = sha256_file(src)
-        sp = make_fixed_output_path(flat.hex(), name, recursive=False)
-        if self.is_valid(sp):
-            return sp
+        check_name(name)
         with self._space_for(src), self.gc_guard(), self.temp_dir("add") as tmp:
             staged = tmp / "out"
-            _copy(src, staged)
-            if sha256_file(staged) != flat:
+            flat = hashlib.sha256()
+            digest = copy_and_hash(src, staged, contents=flat.update)
+            if not staged.is_file() or staged.is_symlink():  # replaced by a directory meanwhile
                 raise StoreError(f"{str(src)!r} changed while it was being added", code="source-changed")
-            self._install_ca(staged, sp, None, content_address(flat, recursive=False))
+            sp = make_fixed_output_path(flat.hexdigest(), name, recursive=False)
+            self._install_ca(staged, sp, digest, content_address(flat.digest(), recursive=False))
         return sp
 
     def add_bytes(self, name: str, data: bytes, executable: bool = False) -> StorePath:
@@ -252,30 +250,34 @@ class Store:
         """A full disk while adding `src` is one NoSpaceError naming the store and `src`'s size."""
         return full_disk_is_an_error(self.tmp, f"adding {str(src)!r}", lambda: _tree_size(src))
 
-    def _install_ca(self, staged: Path, sp: StorePath, expect_nar: bytes | None, ca: str,
+    def _install_ca(self, staged: Path, sp: StorePath, digest: NarDigest, ca: str,
                     references: Iterable[StorePath] = ()) -> None:
         with self.path_locks([sp]):
-            if self.is_valid(sp):
-                return
-            info = self.install(staged, sp, references=references, ca=ca)
-            if expect_nar is not None and info.nar_hash != f"sha256:{expect_nar.hex()}":
-                raise StoreError(f"the content of {sp} changed while it was being added", code="source-changed")
+            if not self.is_valid(sp):
+                self.install(staged, sp, references=references, ca=ca, digest=digest)
 
     def install(self, staged: Path, sp: StorePath, *, references: Iterable[StorePath] = (),
                 scan: Iterable[StorePath] | None = None, deriver: StorePath | None = None,
-                ca: str | None = None, impure: bool = False) -> PathInfo:
+                ca: str | None = None, impure: bool = False, digest: NarDigest | None = None) -> PathInfo:
         """Move a finished tree into place and register it. The caller holds the path lock.
 
         `references` are recorded as given; `scan` are candidates whose hash part is searched for in the
-        tree (plus the path itself, for self-references). Normalises the tree first.
+        tree (plus the path itself, for self-references). Normalises and hashes the tree first, unless
+        the caller passes the `digest` it computed in the pass that wrote the tree, already canonical
+        (`copy_and_hash`, a fetch): then the tree is read no more.
         """
-        normalise_tree(staged)
         refs = set(references)
-        if scan is not None:
+        if digest is not None:
+            if scan is not None:
+                raise StoreError("install: a precomputed digest cannot be combined with a reference scan",
+                                 code="internal-error")
+        elif scan is not None:
+            normalise_tree(staged)
             candidates = {c.hash_part: c for c in scan} | {sp.hash_part: sp}
             digest, found = hash_and_scan(staged, candidates)
             refs |= {candidates[h] for h in found}
         else:
+            normalise_tree(staged)
             digest = hash_path(staged)
         dest = self.real_path(sp)
         if dest.exists() or dest.is_symlink():
@@ -315,14 +317,3 @@ def _tree_size(path: Path) -> int:
     if not path.is_dir() or path.is_symlink():
         return os.lstat(path).st_size
     return sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(path) for f in files)
-
-
-def _copy(src: Path, dest: Path) -> None:
-    """Copy a file, symlink or tree (symlinks kept as links; modes normalised later)."""
-    st = os.lstat(src)
-    if stat.S_ISLNK(st.st_mode):
-        os.symlink(os.readlink(src), dest)
-    elif stat.S_ISDIR(st.st_mode):
-        shutil.copytree(src, dest, symlinks=True, copy_function=shutil.copy2)
-    else:
-        shutil.copy2(src, dest, follow_symlinks=False)
