@@ -123,3 +123,9 @@ class CommandError(TdxError):
     """An external command (git, mkosi, apt-get, bwrap …) exited non-zero or could not start."""
 
     code = "command-failed"
+
+
+class PackageError(TdxError):
+    """Debian packages: an index that fails verification, a package or version not to be had, a bad lock entry."""
+
+    code = "package-error"

@@ -13,13 +13,14 @@ LAYERS = {
     "tdxstore.errors": 0, "tdxstore._fs": 0, "tdxstore._lock": 0, "tdxstore._usercode": 0,
     "tdxstore.sandbox": 1, "tdxstore.fetch": 1,
     "tdxstore.store": 2,
-    "tdxstore.builders": 3, "tdxstore.image": 3, "tdxstore.lock": 3, "tdxstore.measure": 3,
+    "tdxstore.builders": 3, "tdxstore.image": 3, "tdxstore.debian": 3, "tdxstore.lock": 3, "tdxstore.measure": 3,
     "tdxstore.cli": 4,
 }
 ALLOWED_PEERS = {
     ("tdxstore.image", "tdxstore.measure"),  # the image pipeline writes the measurement manifest
     ("tdxstore.image", "tdxstore.builders"),  # images install builder outputs (store types)
     ("tdxstore.fetch", "tdxstore.sandbox"),  # git runs through the one process runner
+    ("tdxstore.debian", "tdxstore.builders"),  # .deb and index downloads are fetchurl derivations
 }
 
 
