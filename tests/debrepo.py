@@ -69,6 +69,7 @@ def build_deb(pkg: Pkg, workdir: Path) -> Path:
     for rel, data in (pkg.files or {f"usr/share/doc/{pkg.name}/v": pkg.version.encode()}).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
+        (root / rel).chmod(0o755 if "bin/" in rel else 0o644)
     out = workdir / f"{pkg.name}_{pkg.version.split(':')[-1]}_{pkg.arch}.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(out)],
                    env={**GPG_ENV, "SOURCE_DATE_EPOCH": "1700000000"}, check=True, capture_output=True)

@@ -40,3 +40,19 @@ def server(archive: Archive) -> Iterator[ArchiveServer]:
     srv = ArchiveServer(archive.root)
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def bootstrap_archive(tmp_path: Path, test_key: TestKey) -> Archive:
+    """An archive whose busybox-static package holds this host's real static busybox."""
+    a = Archive(tmp_path / "archive", test_key)
+    a.add_suite("testing", [*PACKAGES, Pkg("busybox-static", "1:1.35.0-4",
+                                           files={"bin/busybox": Path("/bin/busybox").read_bytes()})])
+    return a
+
+
+@pytest.fixture
+def bootstrap_server(bootstrap_archive: Archive) -> Iterator[ArchiveServer]:
+    srv = ArchiveServer(bootstrap_archive.root)
+    yield srv
+    srv.stop()
