@@ -1,12 +1,17 @@
 """Debian packages pinned by SHA-256: verified indexes, apt resolution, locked sets, .deb store paths."""
 
+from tdxstore.debian.debs import SNAPSHOT_ENV, deb_derivation, deb_derivations, locked_paths, realise_debs
 from tdxstore.debian.index import Mirrors, SuiteIndex, archive_of, fetch_suite
 from tdxstore.debian.lock import LockedPackage, PackageSet, PackageSource, diff, from_toml_dict, to_toml_dict
 from tdxstore.debian.release import DEBIAN_KEYRING, Release, verify_inrelease
+from tdxstore.debian.repo import BOOTSTRAP_PACKAGE, bootstrap_root, repo_derivation
 from tdxstore.debian.resolve import BASE_SET, Request, resolve
+from tdxstore.debian.root import BUILD_ESSENTIAL, build_root_derivation, realise_build_root
 
 __all__ = [
-    "BASE_SET", "DEBIAN_KEYRING", "LockedPackage", "Mirrors", "PackageSet", "PackageSource", "Release",
-    "Request", "SuiteIndex", "archive_of", "diff", "fetch_suite", "from_toml_dict", "resolve", "to_toml_dict",
+    "BASE_SET", "BOOTSTRAP_PACKAGE", "BUILD_ESSENTIAL", "DEBIAN_KEYRING", "SNAPSHOT_ENV", "LockedPackage",
+    "Mirrors", "PackageSet", "PackageSource", "Release", "Request", "SuiteIndex", "archive_of", "bootstrap_root",
+    "build_root_derivation", "deb_derivation", "deb_derivations", "diff", "fetch_suite", "from_toml_dict",
+    "locked_paths", "realise_build_root", "realise_debs", "repo_derivation", "resolve", "to_toml_dict",
     "verify_inrelease",
 ]
