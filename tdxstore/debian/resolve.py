@@ -14,6 +14,7 @@ import re
 import shutil
 import urllib.parse
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,14 +136,18 @@ def resolve(store: Store, indexes: Sequence[SuiteIndex], packages: Sequence[str]
     requests = [Request.parse(p) for p in packages]
     table: dict[str, list[tuple[str, IndexEntry]]] = {}
     by_hash: dict[str, list[tuple[SuiteIndex, IndexEntry]]] = {}
-    for idx in indexes:
-        for e in entries(store, idx):
-            table.setdefault(e.name, []).append((idx.suite, e))
-            by_hash.setdefault(e.sha256, []).append((idx, e))
-    _check(requests, indexes, table)
-    with store.temp_dir("apt-resolve") as root:
+    with store.temp_dir("apt-resolve") as root, ThreadPoolExecutor(max_workers=1) as pool:
         opts = _apt_root(store, root, indexes, keyring)
-        _apt(["apt-get", *opts, "-qq", "update"], "apt-get update (verified local indexes)")
+        # apt reads and re-verifies the indexes while this process parses them (both take seconds)
+        update = pool.submit(_apt, ["apt-get", *opts, "-qq", "update"], "apt-get update (verified local indexes)")
+        try:
+            for idx in indexes:
+                for e in entries(store, idx):
+                    table.setdefault(e.name, []).append((idx.suite, e))
+                    by_hash.setdefault(e.sha256, []).append((idx, e))
+            _check(requests, indexes, table)
+        finally:
+            update.result()
         out = _apt(["apt-get", *opts, "-q", "install", "--print-uris", *base, *(r.apt() for r in requests)],
                    "apt-get install --print-uris")
     locked = []
