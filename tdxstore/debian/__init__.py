@@ -5,13 +5,13 @@ from tdxstore.debian.index import Mirrors, SuiteIndex, archive_of, fetch_suite
 from tdxstore.debian.lock import LockedPackage, PackageSet, PackageSource, diff, from_toml_dict, to_toml_dict
 from tdxstore.debian.release import DEBIAN_KEYRING, Release, verify_inrelease
 from tdxstore.debian.repo import BOOTSTRAP_PACKAGE, bootstrap_root, repo_derivation
-from tdxstore.debian.resolve import BASE_SET, Request, resolve
+from tdxstore.debian.resolve import BASE_SET, Request, lock_packages, resolve
 from tdxstore.debian.root import BUILD_ESSENTIAL, build_root_derivation, realise_build_root
 
 __all__ = [
     "BASE_SET", "BOOTSTRAP_PACKAGE", "BUILD_ESSENTIAL", "DEBIAN_KEYRING", "SNAPSHOT_ENV", "LockedPackage",
     "Mirrors", "PackageSet", "PackageSource", "Release", "Request", "SuiteIndex", "archive_of", "bootstrap_root",
     "build_root_derivation", "deb_derivation", "deb_derivations", "diff", "fetch_suite", "from_toml_dict",
-    "locked_paths", "realise_build_root", "realise_debs", "repo_derivation", "resolve", "to_toml_dict",
+    "lock_packages", "locked_paths", "realise_build_root", "realise_debs", "repo_derivation", "resolve", "to_toml_dict",
     "verify_inrelease",
 ]

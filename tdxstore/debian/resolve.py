@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tdxstore.debian.index import IndexEntry, SuiteIndex, entries
+from tdxstore.debian.index import IndexEntry, Mirrors, SuiteIndex, archive_of, entries, fetch_suite
 from tdxstore.debian.lock import LockedPackage, PackageSet
 from tdxstore.debian.release import DEBIAN_KEYRING
 from tdxstore.errors import PackageError
@@ -168,3 +168,12 @@ def resolve(store: Store, indexes: Sequence[SuiteIndex], packages: Sequence[str]
         raise PackageError("apt resolved no packages", detail=out, code="resolution-failed",
                            hint="check the requested packages")
     return PackageSet(arch, tuple(i.source for i in indexes), tuple(locked))
+
+
+def lock_packages(store: Store, mirrors: Mirrors, suites: Sequence[str], packages: Sequence[str], *,
+                  components: tuple[str, ...] = ("main",), arch: str = "amd64", base: Sequence[str] = BASE_SET,
+                  keyring: Path = DEBIAN_KEYRING) -> PackageSet:
+    """Verify `suites` (each from the mirror of its archive) and resolve `packages` over them: `tdx lock`."""
+    indexes = [fetch_suite(store, mirrors.url(archive_of(s)), s, components=components, arch=arch,
+                           keyring=keyring) for s in suites]
+    return resolve(store, indexes, packages, base=base, keyring=keyring)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tdxstore.debian import Mirrors, PackageSet, SuiteIndex, fetch_suite, resolve
+from tdxstore.debian import Mirrors, PackageSet, SuiteIndex, fetch_suite, resolve, verify_inrelease
 from tdxstore.debian.index import entries
 from tdxstore.debian.root import realise_build_root
+from tdxstore.errors import PackageError
 from tdxstore.store.derivation import derivation
 from tdxstore.store.path import StorePath
 from tdxstore.store.realise import realise
@@ -57,6 +58,16 @@ def test_bookworm_verifies_against_debian_archive_keyring(shared: Store, bookwor
     assert len(bookworm.source.timestamp) == 16
     names = {e.name for e in entries(shared, bookworm)}
     assert {"base-files", "libc6", "systemd"} <= names and len(names) > 50_000
+
+
+def test_altered_debian_inrelease_is_refused(shared: Store, bookworm: SuiteIndex, tmp_path: Path) -> None:
+    text = shared.real_path(bookworm.inrelease).read_text()
+    assert verify_inrelease(shared.real_path(bookworm.inrelease)).startswith("Origin: Debian")
+    forged = tmp_path / "InRelease"
+    forged.write_text(text.replace("Label: Debian", "Label: Debiax", 1))
+    with pytest.raises(PackageError) as err:
+        verify_inrelease(forged)
+    assert err.value.code == "bad-signature"
 
 
 def test_mkosi_closure_and_mirror_independence(shared: Store, bookworm: SuiteIndex) -> None:

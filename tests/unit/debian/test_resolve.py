@@ -81,3 +81,17 @@ def test_unsatisfiable_dependency_is_apts_message(store: Store, archive: Archive
 def test_request_parsing() -> None:
     assert Request.parse("libc6:amd64=2.36-9") == Request("libc6", "2.36-9", None, "amd64")
     assert Request.parse("hello/bookworm-backports").apt() == "hello/bookworm-backports"
+
+
+def test_lock_packages_maps_suites_to_their_archive_mirror(store: Store, server: ArchiveServer,
+                                                          test_key: TestKey) -> None:
+    from tdxstore.debian.index import Mirrors
+    from tdxstore.debian.resolve import lock_packages
+
+    pkgs = lock_packages(store, Mirrors({"debian": server.url}), ["testing", "testing-updates"], ["hello"],
+                         keyring=test_key.keyring)
+    assert pkgs == resolve(store, _indexes(store, server.url, test_key), ["hello"], keyring=test_key.keyring)
+    with pytest.raises(PackageError) as err:
+        lock_packages(store, Mirrors({"debian": server.url}), ["testing-security"], ["hello"],
+                      keyring=test_key.keyring)
+    assert err.value.code == "no-mirror"
