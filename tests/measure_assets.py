@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 CACHE = Path(os.environ.get("TDX_MEASURE_ASSETS", "/var/tmp/tdx-measure-assets"))
@@ -125,7 +126,7 @@ def build_uki(
     ukify = package("systemd-ukify") / "usr/bin/ukify"
     subprocess.run(
         [
-            "python3",
+            sys.executable,  # ukify imports pefile, which setup installs into the venv only
             str(ukify),
             "build",
             "--linux",
