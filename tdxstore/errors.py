@@ -180,3 +180,9 @@ class ModuleError(TdxError):
     """A module directory is not a valid module (no package, no apply(), import fails, bad name)."""
 
     code = "module-invalid"
+
+
+class PackageError(TdxError):
+    """Debian packages: an index that fails verification, a package or version not to be had, a bad lock entry."""
+
+    code = "package-error"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from pathlib import Path
 
 from tdxstore._fs import sha256_file
@@ -25,35 +24,17 @@ from tdxstore.fetch.download import (
     Progress,
     check_url,
     download,
-    url_file_name,
 )
 from tdxstore.fetch.git import GIT_RESOLUTIONS, check_git_url, check_ref, fetch_git_tree, known_commit, remember_commit
 from tdxstore.fetch.hashspec import format_sha256, missing_hash_error, parse_sha256
 from tdxstore.fetch.record import FetchKind, check_allowed, record
-from tdxstore.store.builtins import fetchgit_derivation, fetchurl_derivation
+from tdxstore.store.builtins import default_git_name, default_name, fetchgit_derivation, fetchurl_derivation
 from tdxstore.store.derivation import Derivation
-from tdxstore.store.path import MAX_NAME_LEN, StorePath, check_name, make_fixed_output_path
+from tdxstore.store.path import StorePath, check_name, make_fixed_output_path
 from tdxstore.store.realise import Options, realise
 from tdxstore.store.store import Store
 
 log = logging.getLogger(__name__)
-
-_BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9+\-._?=]+")
-
-
-def default_name(url: str, fallback: str = "download") -> str:
-    """A store path name from the last URL segment: invalid characters become '_'."""
-    base = url_file_name(url) if "://" in url else url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-    name = _BAD_NAME_CHARS.sub("_", base).lstrip(".")[:MAX_NAME_LEN]
-    return name or fallback
-
-
-def default_git_name(url: str) -> str:
-    """`<repository>` from `.../<repository>(.git)`, or "source"."""
-    base = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-    base = base.removesuffix(".git")
-    return _BAD_NAME_CHARS.sub("_", base).lstrip(".")[:MAX_NAME_LEN] or "source"
-
 
 def _fetch_lock(store: Store, kind: str, hex_digest: str) -> Path:
     # Not the store path's own lock: Store.add_* takes that one itself, and flock is per open file.

@@ -9,6 +9,7 @@ builtins may use the network; the others get only their inputs. None of them reg
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,11 @@ from typing import IO, TYPE_CHECKING
 from tdxstore.debian.deb import unpack
 from tdxstore.debian.pins import FIRMWARE_FILE, FIRMWARE_LABEL, MKOSI_PYTHON_DIR
 from tdxstore.errors import BuildError
+from tdxstore.fetch.download import url_file_name
 from tdxstore.store.derivation import Derivation, FixedOutput, derivation
 from tdxstore.store.nar import FlatNar, NarDigest, hash_path
 from tdxstore.store.normalise import normalise_tree
-from tdxstore.store.path import STORE_DIR
+from tdxstore.store.path import MAX_NAME_LEN, STORE_DIR
 from tdxstore.store.store import Store
 
 if TYPE_CHECKING:
@@ -180,6 +182,23 @@ def run_builtin(store: Store, drv: Derivation, out: Path, log: IO[bytes], option
 
 
 # -- constructors of builtin derivations ------------------------------------------------------------
+
+_BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9+\-._?=]+")
+
+
+def default_name(url: str, fallback: str = "download") -> str:
+    """A store path name from the last URL segment: invalid characters become '_'."""
+    base = url_file_name(url) if "://" in url else url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    name = _BAD_NAME_CHARS.sub("_", base).lstrip(".")[:MAX_NAME_LEN]
+    return name or fallback
+
+
+def default_git_name(url: str) -> str:
+    """`<repository>` from `.../<repository>(.git)`, or "source"."""
+    base = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    base = base.removesuffix(".git")
+    return _BAD_NAME_CHARS.sub("_", base).lstrip(".")[:MAX_NAME_LEN] or "source"
+
 
 def fetchurl_derivation(url: str, hex_digest: str, name: str) -> Derivation:
     """The fixed-output derivation of a flat download: its path depends on (hash, name) only."""
