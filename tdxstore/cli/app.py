@@ -13,6 +13,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -122,9 +123,17 @@ class _Interrupts:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: the one place errors are rendered and mapped to exit codes."""
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    _Interrupts.seen = False
+    previous = signal.getsignal(signal.SIGINT)
+    # only Python's own handler is replaced (not an ignored SIGINT), and only where signals can be set
+    install = previous is signal.default_int_handler and threading.current_thread() is threading.main_thread()
+    if install:
         signal.signal(signal.SIGINT, _Interrupts.handler)
-    rv = _run(argv)
+    try:
+        rv = _run(argv)
+    finally:
+        if install:
+            signal.signal(signal.SIGINT, previous)
     if _Interrupts.seen:
         print("interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ database newer than this code is refused, an unreadable one is reported with the
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -17,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
-from tdxstore.errors import StoreError
+from tdxstore.errors import NoSpaceError, StoreError
 from tdxstore.store.path import StorePath
 
 SCHEMA_VERSION = 1
@@ -38,7 +39,25 @@ class PathInfo:
     impure: bool = False
 
 
+def _full(db_path: Path) -> bool:
+    """Whether the device holding the database is (practically) full: SQLite then reports I/O errors."""
+    try:
+        st = os.statvfs(db_path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 16
+
+
+def _no_space(db_path: Path, e: Exception) -> NoSpaceError:
+    return NoSpaceError(f"no space left on the device holding {str(db_path.parent)!r}: the store database "
+                        f"cannot be written ({e})",
+                        hint="free some space on that device; the database is not damaged, do not repair it",
+                        code="no-space")
+
+
 def _corrupt(db_path: Path, e: Exception) -> StoreError:
+    if _full(db_path):
+        return _no_space(db_path, e)
     return StoreError(
         f"the store database {str(db_path)!r} cannot be read: {e}",
         hint="run `tdx store verify --repair-db` to rebuild it from the store contents",
@@ -95,13 +114,19 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
         with self._write_lock:
-            retry_busy(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
+                retry_busy(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+                try:
+                    yield self.conn
+                    retry_busy(lambda: self.conn.execute("COMMIT"))
+                except BaseException:
+                    if self.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                        self.conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as e:
+                if "full" in str(e) or _full(self.path):
+                    raise _no_space(self.path, e) from e
                 raise
-            retry_busy(lambda: self.conn.execute("COMMIT"))
 
     # -- queries -----------------------------------------------------------------------------
 

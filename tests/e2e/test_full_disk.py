@@ -80,3 +80,20 @@ def test_fetch_on_a_full_disk(small_home: Path, server: FetchServer) -> None:
     line = _one_line(r)
     assert "no space left" in line and server.url("big/12") in line and "needs 12.0 MiB" in line
     _still_valid(small_home, 1)  # the fetch's .drv
+
+
+def test_a_completely_full_disk_is_not_called_a_corrupt_database(small_home: Path, tmp_path: Path) -> None:
+    small = tmp_path / "small.txt"
+    small.write_text("fits\n")
+    assert tdx(small_home, "store", "add", str(small)).returncode == 0
+    filler = small_home.parent / "filler"
+    with open(filler, "wb") as f, pytest.raises(OSError):
+        while True:  # until ENOSPC: not one free block is left for SQLite's shared-memory file
+            f.write(b"\0" * (1 << 20))
+            f.flush()
+    for args in (["store", "ls"], ["store", "verify", "--repair-db"]):
+        line = _one_line(tdx(small_home, *args))
+        assert "no space left" in line and "cannot be read" not in line
+    assert not list(small_home.glob("db.sqlite.corrupt-*"))  # --repair-db did not move it aside
+    filler.unlink()
+    _still_valid(small_home, 1)
