@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 CACHE = Path(os.environ.get("TDX_MEASURE_ASSETS", "/var/tmp/tdx-measure-assets"))
@@ -123,9 +124,11 @@ def build_uki(
     work = out.parent
     (work / "initrd.img").write_bytes(initrd)
     ukify = package("systemd-ukify") / "usr/bin/ukify"
+    # ukify is a Python script needing pefile: run it with this interpreter (the venv, where scripts/setup
+    # installs pefile), never with whatever `python3` comes first on PATH.
     subprocess.run(
         [
-            "python3",
+            sys.executable,
             str(ukify),
             "build",
             "--linux",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tdxstore._fs import remove_tree
+from tdxstore._fs import extract_tar, remove_tree
 from tdxstore.builders.fetch import default_name, fetchurl_derivation
 from tdxstore.errors import ImageError, TdxError
 from tdxstore.image.deb import unpack_derivation
@@ -170,7 +170,8 @@ class DryRun:
 def dry_run(store: Store, p: ImagePlan) -> DryRun:
     """What `build` would do, without building, downloading or running mkosi."""
     assert p.derivation is not None
-    instantiate(store, list(p.builds))
+    if p.builds:  # a tar or directory image of only packages and files has no builds to instantiate
+        instantiate(store, list(p.builds))
     from tdxstore.image.render import image_packages
 
     return DryRun(p.derivation.out, store.is_valid(p.derivation.out), store.is_valid(mkosi_store_path()),
@@ -293,7 +294,7 @@ def unpack_directory(tar_path: Path, dest: Path) -> Path:
         remove_tree(dest)
     dest.mkdir(parents=True)
     with tarfile.open(tar_path) as tf:
-        tf.extractall(dest, filter="tar")
+        extract_tar(tf, dest)
     return dest
 
 
