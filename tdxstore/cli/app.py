@@ -31,6 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain click help, as mkosi's and Nix's: typer's rich panels print "<bool>" after every flag.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
 )
 
 
@@ -53,6 +56,20 @@ for _name in COMMAND_MODULES:
             raise
         continue
     _mod.register(app)
+
+
+def _full_short_help(typer_app: typer.Typer) -> None:
+    """List each command with its docstring's whole first paragraph (click would cut it at ~45 columns)."""
+    for info in typer_app.registered_commands:
+        doc = (info.help or (info.callback.__doc__ if info.callback else None) or "").strip()
+        if info.short_help is None and doc:
+            info.short_help = " ".join(doc.split("\n\n")[0].split())
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _full_short_help(group.typer_instance)
+
+
+_full_short_help(app)
 
 
 def render_error(err: TdxError) -> None:
