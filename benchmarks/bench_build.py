@@ -1,10 +1,10 @@
 """`tdx build` of examples/minimal: full builds, a no-op build and an incremental rebuild, in one run.
 
-Everything runs the real CLI (`python3 -m tdxstore.cli.app build`) in a subprocess against ONE fresh
+Everything runs the real CLI (`sys.executable -m tdxstore.cli.app build`) in a subprocess against ONE fresh
 TDX_HOME (a temporary directory unless --home is given), so the first row is a cold build: empty
 package cache, no mkosi tools tree. The table says what was warm for each row. Goals (issue 5): no-op
 under 1 s; an incremental rebuild after changing one file at most 25 % of the full build.
-Usage: python3 benchmarks/bench_build.py [--home DIR] [--keep]
+Usage: .venv/bin/python benchmarks/bench_build.py [--home DIR] [--keep]
 """
 
 from __future__ import annotations

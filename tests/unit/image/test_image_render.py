@@ -1,6 +1,6 @@
 """render(): generated mkosi configuration per Image method, determinism, and golden files per example.
 
-Regenerate the goldens with `TDX_UPDATE_GOLDEN=1 python3 -m pytest tests/unit/image/test_image_render.py`.
+Regenerate the goldens with `TDX_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/image/test_image_render.py`.
 """
 
 from __future__ import annotations
