@@ -209,8 +209,13 @@ class Image:
                 environment: Mapping[str, str] | None = None, working_directory: str | None = None,
                 ports: Sequence[int] | None = None, type: str = "simple",
                 wanted_by: Sequence[str] | None = ("multi-user.target",),
-                extra_unit: Mapping[str, Mapping[str, UnitValue]] | None = None, enable: bool = True) -> None:
-        """Declare a systemd service `<name>.service`; `enable=True` starts it at boot (via wanted_by)."""
+                extra_unit: Mapping[str, Mapping[str, UnitValue]] | None = None, enable: bool = True,
+                specifiers: bool = False) -> None:
+        """Declare a systemd service `<name>.service`; `enable=True` starts it at boot (via wanted_by).
+
+        `exec` reaches the program as written (`%` is escaped); `specifiers=True` lets systemd expand
+        its unit specifiers (`%i`, `%U`, ...) in it instead.
+        """
         site = caller_site()
         svc = Service(
             name=name, exec=exec_line(exec), description=description,
@@ -220,7 +225,7 @@ class Image:
             environment=tuple(sorted((environment or {}).items())), working_directory=working_directory,
             ports=tuple(sorted(set(ports or ()))), type=type,
             wanted_by=_validate.string_list(wanted_by, "wanted_by"),
-            enable=enable, extra_unit=normalise_extra_unit(extra_unit, name), site=site)
+            enable=enable, extra_unit=normalise_extra_unit(extra_unit, name), specifiers=specifiers, site=site)
         if _seen(self._services.get(name), svc, f"service {name!r} is defined twice",
                  "define the service once; pass the differing settings to that one call"):
             return
