@@ -81,7 +81,7 @@ def _seen(previous: Any, new: Any, what: str, hint: str) -> bool:
 class Image:
     """An image definition: `Image("my-node", base="debian/bookworm")`, then method calls."""
 
-    def __init__(self, name: str, base: str = "debian/bookworm", *, format: str = "uki") -> None:
+    def __init__(self, name: str, base: str = "debian/bookworm", *, format: str = "uki", slim: bool = True) -> None:
         if not isinstance(name, str) or not _IMAGE_NAME.match(name):
             raise ImageError(f"image name {name!r} is not valid",
                              hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
@@ -95,6 +95,9 @@ class Image:
             raise ImageError(f"output format {format!r} is unknown",
                              hint=f"use one of {', '.join(f.value for f in OutputFormat)}",
                              code="invalid-value") from None
+        if not isinstance(slim, bool):
+            raise ImageError(f"slim={slim!r} is not True or False", code="invalid-value")
+        self.slim = slim  # bootable images without docs, translations, hwdb, unused kernel modules
         context = LOADING.get()
         self.directory = context.directory if context else Path.cwd()
         self.site = caller_site()

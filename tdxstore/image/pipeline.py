@@ -90,7 +90,7 @@ def _build_derivations(image: Image) -> tuple[Derivation, ...]:
 def render_config(image: Image, fmt: OutputFormat) -> dict[str, bytes]:
     """The mkosi configuration directory of `image` with the pinned base settings (pure but for mirrors)."""
     base = base_config(fmt=_mkosi_format(fmt), mirrors=host_mirrors(), release=image.release,
-                       kernel_cmdline=kernel_command_line(image))
+                       kernel_cmdline=kernel_command_line(image), slim=image.slim)
     # The tools tree is a store path of its own (`tools_derivation`), named at build time.
     settings = {sec: [(k, v) for k, v in entries
                       if k not in ("Packages", "KernelCommandLine") and not k.startswith("ToolsTree")]

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from tdxstore.image.hooks import Hook, Phase
 from tdxstore.image.image import UNIT_DIR, Image, OutputFormat
 from tdxstore.image.kernel import kernel_package
-from tdxstore.image.mkosi_config import DEFAULT_SEED
+from tdxstore.image.mkosi_config import DEFAULT_SEED, SLIM_PACKAGE
 from tdxstore.image.service import unit_text
 from tdxstore.image.user import create_lines, group_lines
 
@@ -77,6 +77,8 @@ def image_packages(image: Image, fmt: OutputFormat) -> list[str]:
     if fmt.bootable:
         packages.update(BOOT_PACKAGES)
         packages.add(kernel_package(image.kernel.package, image.release))
+        if image.slim:
+            packages.add(SLIM_PACKAGE)
     return sorted(packages)
 
 
