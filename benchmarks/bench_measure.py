@@ -1,6 +1,6 @@
 """Benchmark: `tdx measure` of a UKI on a GPT disk vs one `sha384sum` pass over the UKI and the disk.
 
-Usage: python3 benchmarks/bench_measure.py [UKI DISK]  (default: builds the test UKI and disk from the pinned
+Usage: .venv/bin/python benchmarks/bench_measure.py [UKI DISK]  (default: builds the test UKI and disk from the pinned
 Debian packages in tests/measure_assets.py). Prints wall-clock seconds (best of 5) and the ratio; goal < 3x.
 """
 

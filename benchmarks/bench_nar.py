@@ -1,6 +1,6 @@
 """Benchmark NAR hashing against Nix: one 1 GiB file and a tree of 50,000 small files.
 
-Plain script, not a test: `python3 benchmarks/bench_nar.py [--dir /var/tmp] [--runs 3] [--small-only]`.
+Plain script, not a test: `.venv/bin/python benchmarks/bench_nar.py [--dir /var/tmp] [--runs 3] [--small-only]`.
 Each figure is the best of --runs warm-cache runs, all measured in the same process run, so the
 ratios (tdx / tool; below 1.0 means tdx is faster) compare like with like on this machine.
 """

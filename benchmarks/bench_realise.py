@@ -4,7 +4,7 @@ Prints, in one run on this machine:
   1. a bare `bwrap … /bin/true` (the same isolation flags, busybox root) — the baseline;
   2. a trivial derivation (`/bin/true`, a fresh one each time) through `realise` — overhead = 2 - 1;
   3. a no-op re-realise of a 100-derivation graph (everything valid), against goal 1 s.
-Usage: python3 benchmarks/bench_realise.py [N]
+Usage: .venv/bin/python benchmarks/bench_realise.py [N]
 """
 
 from __future__ import annotations

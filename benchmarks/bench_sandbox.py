@@ -1,7 +1,7 @@
 """Cost of the sandbox: a bare `bwrap ... true` vs the full tdx bwrap argv vs `run_sandboxed`.
 
 Builds a busybox root in a temporary directory, runs each variant N times and prints the median
-and 90th percentile in milliseconds. Usage: python3 benchmarks/bench_sandbox.py [N]
+and 90th percentile in milliseconds. Usage: .venv/bin/python benchmarks/bench_sandbox.py [N]
 """
 
 from __future__ import annotations

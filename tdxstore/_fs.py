@@ -1,4 +1,4 @@
-"""Small file-system primitives (L0, stdlib only): atomic writes and renames with fsync.
+"""Small file-system primitives (L0, stdlib only): atomic writes and renames with fsync, safe tar extraction.
 
 Nothing here knows about the store; callers decide what a path means. A file written with
 `atomic_write` is either absent or complete, never half-written, even across a crash.
@@ -7,12 +7,14 @@ Nothing here knows about the store; callers decide what a path means. A file wri
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import os
 import shutil
 import stat
+import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -86,3 +88,44 @@ def temporary_directory(parent: Path, prefix: str) -> Iterator[Path]:
         yield tmp
     finally:
         remove_tree(tmp)
+
+
+def extract_tar(tf: tarfile.TarFile, dest: Path, members: Iterable[tarfile.TarInfo] | None = None, *,
+                data: bool = False) -> None:
+    """Extract `members` (default: all) of `tf` below `dest`, never outside it.
+
+    Python's extraction filters ("tar", or "data" when `data`) where the interpreter has them; Debian 12's
+    python3 3.11.2 predates them (3.11.4), so there the same rules are applied here: no absolute or `..`
+    names, no setuid/setgid/sticky or group/other-write bits; with `data` also no link whose target is
+    absolute or leaves `dest`, no device nodes or FIFOs, and the extracting user as owner.
+    """
+    chosen = tf.getmembers() if members is None else list(members)
+    if hasattr(tarfile, "data_filter"):
+        tf.extractall(dest, chosen, filter="data" if data else "tar")
+        return
+    root = os.path.realpath(dest)
+    for member in chosen:
+        tf.extract(_checked(member, root, data), dest, set_attrs=True)
+
+
+def _checked(member: tarfile.TarInfo, root: str, data: bool) -> tarfile.TarInfo:
+    def inside(p: str) -> bool:
+        return os.path.commonpath([root, os.path.realpath(p)]) == root
+
+    name = member.name.lstrip("/")
+    target = os.path.join(root, name)
+    if not inside(target):
+        raise tarfile.TarError(f"tar member {member.name!r} would be written outside {root}")
+    if data:  # a root file system (not `data`) has absolute symlinks, resolved in the guest, not here
+        base = os.path.dirname(target) if member.issym() else root
+        if (member.issym() or member.islnk()) and (
+                member.linkname.startswith("/") or not inside(os.path.join(base, member.linkname))):
+            raise tarfile.TarError(f"link {member.name!r} -> {member.linkname!r} points outside {root}")
+        if member.ischr() or member.isblk() or member.isfifo():
+            raise tarfile.TarError(f"tar member {member.name!r} is a device node or FIFO")
+    safe = copy.copy(member)
+    safe.name = name
+    safe.mode = member.mode & 0o755
+    if data:  # as the "data" filter: files belong to whoever extracts them
+        safe.uid, safe.gid, safe.uname, safe.gname = os.getuid(), os.getgid(), "", ""
+    return safe

@@ -2,12 +2,16 @@
 
 Tests under tests/e2e/ get the `e2e` marker automatically. A `needs_<tool>` test is skipped only
 when that tool is really missing on this machine (CI installs every tool, so nothing is skipped
-there); it is never skipped for any other reason.
+there); it is never skipped for any other reason. Under TDX_NO_SKIPS=1 (scripts/test sets it) every
+skip is reported as a failure instead (but one for a missing capability, CAP_…): a tool the suite needs
+but scripts/setup does not install shows up.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -34,3 +38,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             missing = [t for t in tools if shutil.which(t) is None]
             if missing:
                 item.add_marker(pytest.mark.skip(reason=f"{', '.join(missing)} not installed"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if os.environ.get("TDX_NO_SKIPS") == "1" and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if "CAP_" in reason:  # a capability the host withholds (mknod), not something setup could install
+            return
+        report.outcome = "failed"
+        report.longrepr = f"skipped under TDX_NO_SKIPS=1 (scripts/setup must install what it needs): {reason}"

@@ -124,6 +124,8 @@ def build_uki(
     work = out.parent
     (work / "initrd.img").write_bytes(initrd)
     ukify = package("systemd-ukify") / "usr/bin/ukify"
+    # ukify is a Python script needing pefile: run it with this interpreter (the venv, where scripts/setup
+    # installs pefile), never with whatever `python3` comes first on PATH.
     subprocess.run(
         [
             sys.executable,  # ukify needs pefile, installed in this interpreter by scripts/setup

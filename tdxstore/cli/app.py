@@ -39,8 +39,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                   "fetches) in tdx.lock."),
     "module": ("tdxstore.cli.module", "Develop modules: content hash, API check, scaffold."),
 }
+# Plain click help, as mkosi's and Nix's: typer's rich panels print "<bool>" after every flag, and rich
+# costs 0.1 s to import.
 _SETTINGS: dict[str, Any] = {"pretty_exceptions_enable": False, "add_completion": False,
-                             "rich_markup_mode": None}  # plain click help: rich costs 0.1 s to import
+                             "rich_markup_mode": None, "context_settings": {"max_content_width": 120}}
+
+
+def _full_short_help(typer_app: typer.Typer) -> None:
+    """List each command with its docstring's whole first paragraph (click would cut it at ~45 columns)."""
+    for info in typer_app.registered_commands:
+        doc = (info.help or (info.callback.__doc__ if info.callback else None) or "").strip()
+        if info.short_help is None and doc:
+            info.short_help = " ".join(doc.split("\n\n")[0].split())
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _full_short_help(group.typer_instance)
 
 
 def load_command(name: str) -> Any:
@@ -56,6 +69,7 @@ def load_command(name: str) -> Any:
         return None
     scratch = typer.Typer(**_SETTINGS)
     module.register(scratch)
+    _full_short_help(scratch)
     return typer.main.get_group(scratch).commands.get(name)
 
 

@@ -73,4 +73,15 @@ def build_cmd(
         tree = pipeline.unpack_directory(store.real_path(image) / "image.tar", out / f"{plan.image.name}.rootfs")
         _say(f"root file system unpacked at {tree}")
     _say(("built" if ran else "up to date:") + f" {plan.image.name} ({plan.fmt.value}) -> {link}")
+    if plan.fmt.value == "uki":
+        _report_size(store.real_path(image), directories=5 if ran else 0)
     print(image)
+
+
+def _report_size(built: Path, *, directories: int) -> None:
+    """The UKI's size and largest parts; the initrd's directories only after a build (reading it costs ~1 s)."""
+    from tdxstore.disk.manifest import BuiltImage
+    from tdxstore.measure.footprint import uki_footprint
+
+    for line in uki_footprint(BuiltImage.at(built).uki.read_bytes(), directories=directories).describe():
+        _say(line)

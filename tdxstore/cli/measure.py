@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tdxstore.errors import MeasureError, UsageError
+
+if TYPE_CHECKING:
+    from tdxstore.measure.eventlog import Difference
+    from tdxstore.measure.predict import Prediction
 
 _PROFILE = "qemu-tdx-upstream"
 
@@ -104,10 +108,10 @@ def _firmware_file(firmware: Path | None) -> Path:
 
 
 def measure_cmd(
-    image: Annotated[Path, typer.Argument(
+    image: Annotated[Path | None, typer.Argument(
         metavar="IMAGE", help="A UKI (.efi), a raw GPT disk image, a built image (store path or result link) "
-                              "or a TDXfile (or its directory)."
-    )],
+                              "or a TDXfile (or its directory). Without it, --firmware gives MRTD alone."
+    )] = None,
     firmware: Annotated[Path | None, typer.Option(
         "--firmware", "-f", help="Unified OVMF.fd image or firmware store path (default: the pinned Debian OVMF)."
     )] = None,
@@ -121,11 +125,11 @@ def measure_cmd(
     ] = None,
     partial: Annotated[bool, typer.Option("--partial", help="Exit 0 on missing inputs.")] = False,
 ) -> None:
-    """Predict the TDX measurements (MRTD, RTMR0-2) of booting IMAGE."""
+    """Predict the TDX measurements (MRTD, RTMR0-2) of booting IMAGE (MRTD alone: --firmware FW only)."""
     import dataclasses
 
     from tdxstore.measure.eventlog import compare, parse_event_log
-    from tdxstore.measure.predict import PREDICTED, predict_image, require_complete
+    from tdxstore.measure.predict import PREDICTED, predict_firmware, predict_image, require_complete
     from tdxstore.measure.profile import load_profile
     from tdxstore.measure.tdvf import PageAddOrder
 
@@ -137,6 +141,12 @@ def measure_cmd(
             raise UsageError(f"--page-add-order must be single-pass or two-pass, not {page_add_order!r}",
                              code="usage") from e
         profile = dataclasses.replace(profile, page_add_order=order)
+    if image is None:
+        _firmware_only(firmware, compare_log)
+        assert firmware is not None
+        prediction = predict_firmware(_read(_firmware_file(firmware), "firmware"), profile)
+        _print(prediction, as_json, events, None)
+        return  # MRTD is what was asked for; the RTMRs it cannot give are listed, not an error
     uki, disk = _image_inputs(image)
     logged = parse_event_log(_read(compare_log, "event log")) if compare_log is not None else None
     fw = _read(_firmware_file(firmware), "firmware")
@@ -144,15 +154,7 @@ def measure_cmd(
     diffs = None
     if logged is not None:
         diffs = compare(prediction.events, logged, [r for r in PREDICTED if prediction.rtmrs[r] is not None])
-    if as_json:
-        out = prediction.to_json()
-        if not events:
-            out.pop("events")
-        if diffs is not None:
-            out["differences"] = [d.to_json() for d in diffs]
-        typer.echo(json.dumps(out, indent=2))
-    else:
-        _print_text(prediction, events)
+    _print(prediction, as_json, events, diffs)
     if diffs:
         regs = ", ".join(d.register for d in diffs)
         raise MeasureError(f"the event log differs from the prediction in {regs}",
@@ -164,13 +166,34 @@ def measure_cmd(
         require_complete(prediction)
 
 
-def _print_text(prediction: object, with_events: bool) -> None:
-    from tdxstore.measure.predict import Prediction
+def _firmware_only(firmware: Path | None, compare_log: Path | None) -> None:
+    """Refuse what a prediction without IMAGE cannot do."""
+    if firmware is None:
+        raise UsageError("tdx measure needs IMAGE, or --firmware FW for the MRTD of a firmware alone",
+                         hint="tdx measure IMAGE [--firmware FW], or tdx measure --firmware OVMF.fd",
+                         code="usage")
+    if compare_log is not None:
+        raise UsageError("--compare needs IMAGE: an event log holds the RTMR1/RTMR2 events of an image",
+                         hint="tdx measure IMAGE --compare EVENTLOG", code="usage")
 
-    assert isinstance(prediction, Prediction)
+
+def _print(prediction: Prediction, as_json: bool, events: bool, diffs: list[Difference] | None) -> None:
+    if not as_json:
+        _print_text(prediction, events)
+        return
+    out = prediction.to_json()
+    if not events:
+        out.pop("events")
+    if diffs is not None:
+        out["differences"] = [d.to_json() for d in diffs]
+    typer.echo(json.dumps(out, indent=2))
+
+
+def _print_text(prediction: Prediction, with_events: bool) -> None:
     typer.echo(f"profile   {prediction.profile}")
     typer.echo(f"firmware  {prediction.firmware or '(none)'}")
-    typer.echo("boot      " + ", ".join(f"{k} {v}" for k, v in prediction.boot_chain.items()))
+    if prediction.boot_chain:
+        typer.echo("boot      " + ", ".join(f"{k} {v}" for k, v in prediction.boot_chain.items()))
     typer.echo(f"MRTD      {prediction.mrtd.hex() if prediction.mrtd else '(not predicted)'}")
     for reg, value in prediction.rtmrs.items():
         typer.echo(f"{reg.value:<9} {value.hex() if value else '(not predicted)'}")

@@ -12,7 +12,8 @@ import typer
 if TYPE_CHECKING:
     from tdxstore.store.store import Store
 
-store_app = typer.Typer(help="Inspect and maintain the content-addressed store.", no_args_is_help=True)
+store_app = typer.Typer(help="Inspect and maintain the content-addressed store.", no_args_is_help=True,
+                        rich_markup_mode=None)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import zstandard
 
+from tdxstore._fs import extract_tar
 from tdxstore.errors import BuildError
 
 AR_MAGIC = b"!<arch>\n"
@@ -59,7 +60,7 @@ def unpack(deb: Path, out: Path, prefixes: list[str]) -> list[str]:
                 continue
             if not (m.isfile() or m.isdir() or m.issym()):
                 continue
-            tf.extract(m, out, filter="data")
+            extract_tar(tf, out, [m], data=True)
             written.append(str(rel))
     if not [w for w in written if (out / w).is_file()]:
         raise BuildError(f"{deb.name} has no files below {', '.join(prefixes)}", code="deb-no-files")

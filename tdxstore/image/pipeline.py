@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tdxstore._fs import remove_tree
+from tdxstore._fs import extract_tar, remove_tree
 from tdxstore.debian.mirror import AptMirrors, declared_mirrors
 from tdxstore.errors import ImageError
 from tdxstore.image.model.image import Image
@@ -206,5 +206,5 @@ def unpack_directory(tar_path: Path, dest: Path) -> Path:
         remove_tree(dest)
     dest.mkdir(parents=True)
     with tarfile.open(tar_path) as tf:
-        tf.extractall(dest, filter="tar")
+        extract_tar(tf, dest)
     return dest

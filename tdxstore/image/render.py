@@ -18,7 +18,7 @@ from tdxstore.image.model.image import UNIT_DIR, Image
 from tdxstore.image.model.kernel import kernel_package
 from tdxstore.image.model.service import unit_text
 from tdxstore.image.model.user import create_lines, group_lines
-from tdxstore.mkosi.config import TOOLS_SANDBOX_DIR, ImageFormat, Settings, base_config, conf_text
+from tdxstore.mkosi.config import SLIM_PACKAGE, TOOLS_SANDBOX_DIR, ImageFormat, Settings, base_config, conf_text
 from tdxstore.store.path import STORE_DIR
 
 BOOT_PACKAGES = ("systemd", "udev", "systemd-boot-efi")
@@ -63,6 +63,8 @@ def image_packages(image: Image, fmt: ImageFormat) -> list[str]:
     if fmt.bootable:
         packages.update(BOOT_PACKAGES)
         packages.add(kernel_package(image.kernel.package, image.release))
+        if image.slim:
+            packages.add(SLIM_PACKAGE)
     return sorted(packages)
 
 
@@ -161,7 +163,7 @@ def render_config(image: Image, fmt: ImageFormat, mirrors: AptMirrors, *,
                   store_view: bool = False) -> dict[str, bytes]:
     """The mkosi configuration directory of `image` with the pinned base settings (pure)."""
     base = base_config(fmt=mkosi_format(fmt), mirrors=mirrors, release=image.release,
-                       kernel_cmdline=kernel_command_line(image))
+                       kernel_cmdline=kernel_command_line(image), slim=image.slim)
     # The tools tree is a store path of its own (`tools_derivation`), named at build time.
     settings = {sec: [(k, v) for k, v in entries
                       if k not in ("Packages", "KernelCommandLine") and not k.startswith("ToolsTree")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from tdxstore.measure.authenticode import authenticode_sha384
 from tdxstore.measure.event import Event, Register, replay
 from tdxstore.measure.eventlog import Difference, LogEvent, LogKind, compare, parse_event_log
-from tdxstore.measure.predict import Prediction, predict_image, require_complete, split_image
+from tdxstore.measure.predict import Prediction, predict_firmware, predict_image, require_complete, split_image
 from tdxstore.measure.profile import Profile, builtin_profiles, load_profile
 from tdxstore.measure.tdvf import PageAddOrder, compute_mrtd, parse_tdvf
 from tdxstore.measure.uki import Uki, parse_uki
@@ -17,5 +17,5 @@ from tdxstore.measure.uki import Uki, parse_uki
 __all__ = [
     "Difference", "Event", "LogEvent", "LogKind", "PageAddOrder", "Prediction", "Profile", "Register", "Uki",
     "authenticode_sha384", "builtin_profiles", "compare", "compute_mrtd", "load_profile", "parse_event_log",
-    "parse_tdvf", "parse_uki", "predict_image", "replay", "require_complete", "split_image",
+    "parse_tdvf", "parse_uki", "predict_firmware", "predict_image", "replay", "require_complete", "split_image",
 ]

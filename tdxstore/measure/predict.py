@@ -23,6 +23,7 @@ from tdxstore.measure.uki import parse_uki
 
 BOOT_FILE = "EFI/BOOT/BOOTX64.EFI"
 PREDICTED = (Register.RTMR0, Register.RTMR1, Register.RTMR2)
+NEEDS_IMAGE = "an image (UKI and disk): pass IMAGE"
 
 # Firmware builds whose RTMR0 event layout is known (sha256 of the image -> (what it is, layout class)).
 KNOWN_FIRMWARE = {
@@ -119,6 +120,23 @@ def predict_image(uki: bytes, disk_gpt: bytes | None, firmware: bytes | None, pr
     return Prediction(
         profile.label, fw_label, mrtd, rtmrs, tuple(events), {r: tuple(m) for r, m in missing.items()}, chain
     )
+
+
+def predict_firmware(firmware: bytes, profile: Profile) -> Prediction:
+    """MRTD (and RTMR0 when the profile's blobs make it predictable) from the firmware alone.
+
+    RTMR1 and RTMR2 measure the boot loader, the disk's partition table and the UKI: they are listed as
+    missing, "an image", never guessed.
+    """
+    fw_sha = hashlib.sha256(firmware).hexdigest()
+    fw_label = KNOWN_FIRMWARE.get(fw_sha, (f"sha256:{fw_sha}", ""))[0]
+    mrtd = compute_mrtd(firmware, profile.page_add_order)
+    events, missing0 = _rtmr0(firmware, fw_sha, profile)
+    missing = {Register.RTMR0: tuple(missing0),
+               Register.RTMR1: (NEEDS_IMAGE,), Register.RTMR2: (NEEDS_IMAGE,)}
+    replayed = replay(events)
+    rtmrs = {r: (None if missing[r] else replayed[r]) for r in PREDICTED}
+    return Prediction(profile.label, fw_label, mrtd, rtmrs, tuple(events), missing, {})
 
 
 def split_image(data: bytes) -> tuple[bytes, bytes | None]:

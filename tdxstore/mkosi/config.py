@@ -39,6 +39,34 @@ NON_REPRODUCIBLE_FILES = (
     "/etc/gshadow-",
 )
 
+# Slim bootable images (the default; `Image(..., slim=False)` keeps everything). The whole OS of a UKI is
+# its initrd, unpacked into guest memory at every boot: what no TD guest reads costs size, RAM and boot time.
+# mkosi installs Debian's essential set first, and apt satisfies init-system-helpers' "usrmerge | usr-is-merged"
+# with usrmerge, which pulls in perl (~50 MB in the initrd): usr-is-merged is installed, then those purged.
+SLIM_PACKAGE = "usr-is-merged"
+SLIM_REMOVE_PACKAGES = ("usrmerge", "perl", "perl-modules-5.36", "libperl5.36")
+SLIM_REMOVE_FILES = (
+    "/boot/*",                 # second and third copies of the kernel: the UKI carries it in .linux
+    "/usr/lib/modules/*/vmlinuz",
+    "/usr/share/doc/*",        # WithDocs=no still keeps every copyright file
+    "/usr/share/man/*",
+    "/usr/share/info/*",
+    "/usr/share/locale/*",     # message translations; the C.UTF-8 locale (/usr/lib/locale) stays
+    "/usr/share/lintian/*",
+    "/usr/lib/udev/hwdb.bin",  # the hardware database names physical devices; a TD has only virtio ones
+    "/usr/lib/udev/hwdb.d/*",
+)
+# Kernel modules for hardware and hosts a TD guest cannot have: physical NICs, GPUs, sound, USB, InfiniBand,
+# nested KVM. mkosi's KernelModulesExclude= regexes match paths below /usr/lib/modules/<kver>/kernel/ and keep
+# the dependencies of what stays. Kept: virtio, vsock, the TDX guest driver, file systems, netfilter, bridges.
+SLIM_KERNEL_MODULES_EXCLUDE = (
+    "^arch/x86/kvm/",
+    "^sound/",
+    "^drivers/(net/(ethernet|wireless|wwan|usb|can)|infiniband|comedi|gpu|media|usb|input|hid|"
+    "thermal|isdn|bluetooth|staging|iio|mmc|ata|target|nvme/target|md/dm-vdo|block/drbd)/",
+    "^net/(bluetooth|wireless|mac80211|tipc|sctp|smc|rds|can)/",
+)
+
 SECTION_ORDER = ("Distribution", "Output", "Content", "Build")
 # mkosi runs every file of these directories as a script, so they are written executable.
 SCRIPT_DIRS = ("mkosi.prepare.d/", "mkosi.build.d/", "mkosi.postinst.d/", "mkosi.finalize.d/")
@@ -141,11 +169,13 @@ def base_config(
     source_date_epoch: int = 0,
     kernel_cmdline: tuple[str, ...] = UKI_CMDLINE,
     output: str = "image",
+    slim: bool = True,
 ) -> MkosiConfig:
     """The base configuration of a reproducible Debian image.
 
     `tools_tree`: "default" builds mkosi's tools tree from trixie (needed for `uki`: systemd-ukify,
     bootctl and repart newer than bookworm's), a path uses a prebuilt one, None uses the host's tools.
+    `slim` (uki only): no docs, man pages, translations, hwdb, kernel copies or modules for absent hardware.
     """
     fmt = ImageFormat(fmt)
     if fmt is ImageFormat.UKI and tools_tree is None:
@@ -162,6 +192,10 @@ def base_config(
     ]
     if fmt is ImageFormat.UKI:
         content += [("Bootable", "yes"), ("KernelCommandLine", " ".join(kernel_cmdline))]
+        if slim:
+            content += [("RemovePackages", p) for p in SLIM_REMOVE_PACKAGES]
+            content += [("RemoveFiles", f) for f in SLIM_REMOVE_FILES]
+            content += [("KernelModulesExclude", r) for r in SLIM_KERNEL_MODULES_EXCLUDE]
     else:  # with a kernel installed, Bootable=auto would try to install systemd-boot into a tar
         content += [("Bootable", "no")]
     settings: dict[str, list[tuple[str, str]]] = {

@@ -95,6 +95,10 @@ class Derivation:
             raise DerivationError(f"{where} has no root file system",
                                   hint="pass root= (a store path or derivation of a root file system)",
                                   code="derivation-invalid")
+        if self.root is not None and not isinstance(self.root, Derivation | StorePath):
+            raise DerivationError(f"{where}: root {self.root!r} is neither a Derivation nor a StorePath",
+                                  hint="fetch() returns a file's real path; use a derivation or store.parse(...)",
+                                  code="derivation-invalid")
         if not self.outputs or len(set(self.outputs)) != len(self.outputs):
             raise DerivationError(f"{where}: outputs must be a non-empty list of distinct names",
                                   code="derivation-invalid")

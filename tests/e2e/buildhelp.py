@@ -1,6 +1,6 @@
 """Helpers of the `tdx build` end-to-end tests and benchmark: run the CLI, read and diff image outputs.
 
-The CLI always runs in a subprocess (`python3 -m tdxstore.cli.app`) with its own TDX_HOME, as a user
+The CLI always runs in a subprocess (`sys.executable -m tdxstore.cli.app`) with its own TDX_HOME, as a user
 would run it; nothing here reaches into the pipeline's internals. Diffs are for reporting: they list
 what differs (tar members, PE sections), they never decide what counts as "equal enough".
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,23 @@ def test_second_build_is_a_lookup(built: Built, fmt: str) -> None:
     assert "up to date" in run.stderr, str(run)
     assert run.seconds < 2, f"no-op build took {run.seconds:.2f} s"
     assert (built.out / fmt / "minimal").resolve() == (built.tar if fmt == "tar" else built.uki)
+    if fmt == "uki":  # the size report; the initrd's directories only after mkosi ran
+        assert re.search(r"^UKI \d+\.\d MB: \.initrd \d+\.\d MB, \.linux ", run.stderr, re.M), run.stderr
+
+
+@pytest.mark.slow
+def test_uki_is_slim(built: Built) -> None:
+    from tdxstore.measure.footprint import cpio_sizes, decompress
+    from tdxstore.measure.uki import parse_uki
+
+    files = cpio_sizes(decompress(parse_uki((built.uki / "image.efi").read_bytes()).sections[".initrd"]))
+    for gone in ("usr/share/doc/", "usr/share/man/", "usr/share/locale/", "usr/share/perl/", "boot/",
+                 "usr/lib/udev/hwdb.d/"):
+        assert not [f for f in files if f.startswith(gone)], gone
+    assert "usr/lib/udev/hwdb.bin" not in files and not [f for f in files if f.endswith("/vmlinuz")]
+    assert not [f for f in files if "/kernel/sound/" in f or "/kernel/drivers/gpu/" in f]
+    for kept in ("/kernel/drivers/virtio/", "/kernel/net/vmw_vsock/", "/tdx-guest/tdx-guest.ko", "/netfilter/"):
+        assert [f for f in files if kept in f], kept
 
 
 def test_dry_run_on_a_fresh_store(tmp_path: Path) -> None:

@@ -105,8 +105,23 @@ def server() -> Iterator[tuple[int, list[bytes]]]:
     sock.close()
 
 
-def _alive_with(marker: str) -> list[int]:
-    """Host pids whose command line contains `marker` (sandboxed processes are visible on the host)."""
+def _marker() -> str:
+    """A `sleep` argument no other process on this shared machine has (another checkout may be running
+    this very test at the same moment): over 1000 s, unique to this pid and instant."""
+    return f"{1000 + os.getpid() % 9000}.{time.monotonic_ns() % 10**6:06d}"
+
+
+def _alive_with(marker: str, grace: float = 5.0) -> list[int]:
+    """Host pids whose command line contains `marker` (sandboxed processes are visible on the host), after
+    letting up to `grace` seconds pass for killed ones to go (the kernel tears them down asynchronously,
+    slowly on a loaded machine)."""
+    deadline = time.monotonic() + grace
+    while (found := _pids_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def _pids_with(marker: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -199,7 +214,7 @@ def test_build_user_and_passwd(box: Box, uid: int, gid: int) -> None:
 
 
 def test_timeout_kills_the_build_and_its_children(box: Box) -> None:
-    marker = "987.654"
+    marker = _marker()
     result, log = box.run(f"sleep {marker} & while true; do echo tick; sleep 0.05; done", timeout=1.0)
     assert result.reason == "timeout" and result.returncode != 0
     assert 1.0 <= result.duration < 3.0
@@ -209,7 +224,7 @@ def test_timeout_kills_the_build_and_its_children(box: Box) -> None:
 
 
 def test_max_silent_kills_a_quiet_build(box: Box) -> None:
-    marker = "876.543"
+    marker = _marker()
     result, log = box.run(f"echo started; sleep {marker}; echo never", max_silent=0.5, timeout=30.0)
     assert result.reason == "silent" and result.returncode != 0
     assert 0.5 <= result.duration < 2.5
@@ -219,7 +234,7 @@ def test_max_silent_kills_a_quiet_build(box: Box) -> None:
 
 
 def test_background_children_die_with_the_build(box: Box) -> None:
-    marker = "765.432"
+    marker = _marker()
     result, log = box.run(f"sleep {marker} & echo done")
     assert result.ok and log == "done\n"
     assert result.duration < 2.0  # the pipe held by the orphan does not hold up the run

@@ -68,7 +68,7 @@ def _seen(previous: Any, new: Any, what: str, hint: str) -> bool:
 class Image:
     """An image definition: `Image("my-node", base="debian/bookworm")`, then method calls."""
 
-    def __init__(self, name: str, base: str = "debian/bookworm", *, format: str = "uki") -> None:
+    def __init__(self, name: str, base: str = "debian/bookworm", *, format: str = "uki", slim: bool = True) -> None:
         if not isinstance(name, str) or not _IMAGE_NAME.match(name):
             raise ImageError(f"image name {name!r} is not valid",
                              hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
@@ -82,6 +82,9 @@ class Image:
             raise ImageError(f"output format {format!r} is unknown",
                              hint=f"use one of {', '.join(f.value for f in ImageFormat)}",
                              code="invalid-value") from None
+        if not isinstance(slim, bool):
+            raise ImageError(f"slim={slim!r} is not True or False", code="invalid-value")
+        self.slim = slim  # bootable images without docs, translations, hwdb, unused kernel modules
         context = LOADING.get()
         self.directory = context.directory if context else Path.cwd()
         self.site = caller_site()
@@ -196,8 +199,13 @@ class Image:
                 environment: Mapping[str, str] | None = None, working_directory: str | None = None,
                 ports: Sequence[int] | None = None, type: str = "simple",
                 wanted_by: Sequence[str] | None = ("multi-user.target",),
-                extra_unit: Mapping[str, Mapping[str, UnitValue]] | None = None, enable: bool = True) -> None:
-        """Declare a systemd service `<name>.service`; `enable=True` starts it at boot (via wanted_by)."""
+                extra_unit: Mapping[str, Mapping[str, UnitValue]] | None = None, enable: bool = True,
+                specifiers: bool = False) -> None:
+        """Declare a systemd service `<name>.service`; `enable=True` starts it at boot (via wanted_by).
+
+        `exec` reaches the program as written (`%` is escaped); `specifiers=True` lets systemd expand
+        its unit specifiers (`%i`, `%U`, ...) in it instead.
+        """
         site = caller_site()
         svc = Service(
             name=name, exec=exec_line(exec), description=description,
@@ -207,7 +215,7 @@ class Image:
             environment=tuple(sorted((environment or {}).items())), working_directory=working_directory,
             ports=tuple(sorted(set(ports or ()))), type=type,
             wanted_by=_validate.string_list(wanted_by, "wanted_by"),
-            enable=enable, extra_unit=normalise_extra_unit(extra_unit, name), site=site)
+            enable=enable, extra_unit=normalise_extra_unit(extra_unit, name), specifiers=specifiers, site=site)
         if _seen(self._services.get(name), svc, f"service {name!r} is defined twice",
                  "define the service once; pass the differing settings to that one call"):
             return

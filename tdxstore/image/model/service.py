@@ -1,8 +1,9 @@
 """Systemd services declared with `Image.service()` and their unit file text.
 
 A `Service` is a validated value object; `unit_text()` turns it into a deterministic `.service` file
-(fixed section and key order, `extra_unit` keys overriding or extending generated ones). It never
-decides where the unit lands or how it is enabled: render.py does.
+(fixed section and key order, `extra_unit` keys overriding or extending generated ones). `exec` is
+literal: its `%` are escaped unless `specifiers=True`. It never decides where the unit lands or how
+it is enabled: render.py does.
 """
 
 from __future__ import annotations
@@ -46,11 +47,15 @@ class Service:
     wanted_by: tuple[str, ...] = ("multi-user.target",)
     enable: bool = True
     extra_unit: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = ()
+    specifiers: bool = False
     site: CallSite = field(default=CallSite("<unknown>", 0), compare=False)
 
     def __post_init__(self) -> None:
         _validate.unit_name(self.name, "service name")
         _validate.one_line(self.exec, f"exec of service {self.name!r}")
+        if not isinstance(self.specifiers, bool):
+            raise ImageError(f"specifiers={self.specifiers!r} of service {self.name!r} is not True or False",
+                             code="invalid-value")
         if self.description:
             _validate.one_line(self.description, f"description of service {self.name!r}")
         for units in (self.after, self.requires, self.wants, self.before, self.wanted_by):
@@ -125,6 +130,12 @@ def _quote_env(key: str, value: str) -> str:
     return f'"{key}={escaped}"'
 
 
+def escape_specifiers(text: str) -> str:
+    """`text` with every `%` doubled, so systemd passes it on instead of expanding a unit specifier
+    (`%s` is the user's shell, `%U` the user id, `%a` the architecture: systemd.unit(5) "Specifiers")."""
+    return text.replace("%", "%%")
+
+
 def exec_line(command: str | Sequence[str]) -> str:
     """ExecStart= text: a string is taken as written, a list is quoted word by word."""
     if isinstance(command, str):
@@ -143,7 +154,8 @@ def unit_text(service: Service) -> str:
             unit.append((key, " ".join(values)))
     svc = sections["Service"]
     svc.append(("Type", service.type))
-    svc.append(("ExecStart", service.exec))
+    # Literal unless the service opted in: `date +%s` must reach date as written.
+    svc.append(("ExecStart", service.exec if service.specifiers else escape_specifiers(service.exec)))
     svc.append(("Restart", service.restart))
     if service.user:
         svc.append(("User", service.user))

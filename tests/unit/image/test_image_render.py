@@ -2,7 +2,7 @@
 
 Everything goes through `render.render_config`, the function `tdx build` runs, with the default
 declared mirror. Regenerate the goldens with
-`TDX_UPDATE_GOLDEN=1 python3 -m pytest tests/unit/image/test_image_render.py`.
+`TDX_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/image/test_image_render.py`.
 """
 
 from __future__ import annotations

@@ -103,6 +103,30 @@ def test_base_config_uki_settings() -> None:
     assert "Suites: trixie trixie-updates\n" in tools
 
 
+def test_slim_is_the_default_for_uki_only() -> None:
+    slim = base_config(fmt=ImageFormat.UKI, mirrors=MIRRORS).conf_text()
+    for line in ("RemoveFiles=/usr/share/doc/*", "RemoveFiles=/usr/share/locale/*", "RemoveFiles=/boot/*",
+                 "RemoveFiles=/usr/lib/udev/hwdb.bin", "KernelModulesExclude=^sound/"):
+        assert line + "\n" in slim, line
+    full = base_config(fmt=ImageFormat.UKI, mirrors=MIRRORS, slim=False).conf_text()
+    tar = base_config(fmt=ImageFormat.TAR, mirrors=MIRRORS).conf_text()
+    for conf in (full, tar):
+        assert "/usr/share/doc" not in conf and "KernelModulesExclude" not in conf
+    assert set(full.splitlines()) < set(slim.splitlines())
+
+
+def test_slim_image_packages_and_opt_out() -> None:
+    from tdx import Image
+    from tdxstore.errors import ImageError
+    from tdxstore.image.render import image_packages
+
+    assert "usr-is-merged" in image_packages(Image("a"), ImageFormat.UKI)
+    assert "usr-is-merged" not in image_packages(Image("a", slim=False), ImageFormat.UKI)
+    assert "usr-is-merged" not in image_packages(Image("a"), ImageFormat.TAR)
+    with pytest.raises(ImageError):
+        Image("a", slim="no")  # type: ignore[arg-type]
+
+
 def test_base_config_tar_without_tools_tree() -> None:
     conf = base_config(fmt=ImageFormat.TAR, mirrors=MIRRORS, tools_tree=None).conf_text()
     assert "CompressOutput=no\n" in conf and "ToolsTree" not in conf and "Bootable=no\n" in conf

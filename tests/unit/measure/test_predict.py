@@ -11,10 +11,10 @@ from tdxstore.cli.app import main
 from tdxstore.errors import MeasureError
 from tdxstore.measure.event import Register, replay
 from tdxstore.measure.gpt import parse_gpt
-from tdxstore.measure.predict import predict_image, require_complete, split_image
+from tdxstore.measure.predict import predict_firmware, predict_image, require_complete, split_image
 from tdxstore.measure.profile import load_profile
 from tdxstore.measure.rtmr0 import td_hob
-from tdxstore.measure.tdvf import parse_tdvf
+from tdxstore.measure.tdvf import PageAddOrder, parse_tdvf
 
 
 def full_blobs() -> dict[str, bytes]:
@@ -141,3 +141,40 @@ def test_cli_bad_input(
     rc, _out, err = run_cli([a.format(uki=uki_path) for a in args] + ["--partial"], capsys)
     assert rc != 0
     assert message in err and "hint:" in err
+
+
+def test_firmware_alone_gives_mrtd_and_rtmr0_as_with_an_image(disk_path: Path, trixie_ovmf: bytes) -> None:
+    profile = dataclasses.replace(load_profile("qemu-tdx-upstream"), blobs=full_blobs())
+    alone = predict_firmware(trixie_ovmf, profile)
+    with_image = predict_image(*split_image(disk_path.read_bytes()), trixie_ovmf, profile)
+    assert alone.mrtd == with_image.mrtd and alone.mrtd is not None
+    assert alone.rtmrs[Register.RTMR0] == with_image.rtmrs[Register.RTMR0] is not None
+    assert alone.rtmrs[Register.RTMR1] is None and alone.rtmrs[Register.RTMR2] is None
+    assert alone.missing[Register.RTMR1] == alone.missing[Register.RTMR2] == ("an image (UKI and disk): pass IMAGE",)
+    assert alone.missing[Register.RTMR0] == ()
+
+
+def test_cli_firmware_alone_prints_mrtd(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.unit.measure.test_tdvf import GOLDEN
+
+    rc, out, err = run_cli(["--firmware", "/usr/share/ovmf/OVMF.fd"], capsys)
+    assert rc == 0, err
+    assert f"MRTD      {GOLDEN[('bookworm', PageAddOrder.SINGLE_PASS)]}" in out
+    assert out.count("missing: an image (UKI and disk): pass IMAGE") == 2  # RTMR1 and RTMR2
+    assert "boot " not in out
+    rc, out, _ = run_cli(["--firmware", "/usr/share/ovmf/OVMF.fd", "--json", "--page-add-order", "two-pass"],
+                         capsys)
+    doc = json.loads(out)
+    assert rc == 0 and doc["measurements"] == {"MRTD": GOLDEN[("bookworm", PageAddOrder.TWO_PASS)],
+                                               "RTMR0": None, "RTMR1": None, "RTMR2": None}
+    assert set(doc["missing"]) == {"RTMR0", "RTMR1", "RTMR2"} and "events" not in doc
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "needs IMAGE, or --firmware FW"),
+    (["--firmware", "/usr/share/ovmf/OVMF.fd", "--compare", "/usr/share/ovmf/OVMF.fd"], "--compare needs IMAGE"),
+])
+def test_cli_without_image_refuses_what_needs_one(args: list[str], message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run_cli(args, capsys)
+    assert rc == 2 and out == "" and message in err and err.count("error:") == 1

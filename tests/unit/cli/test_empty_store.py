@@ -1,0 +1,69 @@
+"""Every `tdx` command on an empty store (a fresh TDX_HOME): a result or one clear error, never a
+traceback, and the store still valid afterwards. A guard test fails when a command has no case here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.unit.cli.test_help import _commands
+from tests.unit.cli.test_store_cli import REPO, one_error, tdx
+
+MISSING = "/tdx/store/00000000000000000000000000000000-missing"
+FW = "/usr/share/ovmf/OVMF.fd"
+
+# (command path, argv with {tmp} and {repo}, exit status, what stdout or the one error line contains)
+CASES = [
+    (("store", "ls"), ["store", "ls"], 0, ""),
+    (("store", "add"), ["store", "add", "{tmp}/blob", "--name", "blob"], 0, "-blob"),
+    (("store", "path-info"), ["store", "path-info", MISSING], 1, "is not valid in this store"),
+    (("store", "dump"), ["store", "dump", MISSING], 1, "is not valid in this store"),
+    (("store", "verify"), ["store", "verify"], 0, "checked 0 paths"),
+    (("store", "gc"), ["store", "gc"], 0, "deleted 0 paths"),
+    (("store", "gc"), ["store", "gc", "--dry-run"], 0, ""),
+    (("store", "delete"), ["store", "delete", MISSING], 1, "is not valid in this store"),
+    (("store", "roots"), ["store", "roots"], 0, ""),
+    (("log",), ["log", MISSING], 1, "is not valid in this store"),
+    (("show-derivation",), ["show-derivation", MISSING + ".drv"], 1, "is not valid in this store"),
+    (("why-depends",), ["why-depends", MISSING, MISSING], 1, "is not valid in this store"),
+    (("realise",), ["realise", "{tmp}/fetch.py", "--dry-run"], 0, "x.tar"),
+    (("realise",), ["realise", "{tmp}/pathroot.py"], 1, "root PosixPath"),
+    (("fetch",), ["fetch", "--hash", "{tmp}/blob"], 0, "sha256:"),
+    (("fetch",), ["fetch", "http://127.0.0.1:9/x.tar"], 2, "no sha256"),
+    (("build",), ["build", "{repo}/examples/minimal", "--dry-run", "-f", "tar"], 0, "would be built by mkosi"),
+    (("build",), ["build", "{repo}/examples/minimal", "--dry-run"], 0, "would be built by mkosi"),
+    (("build",), ["build", "{repo}/examples/minimal", "--emit-mkosi", "{tmp}/mkosi"], 0, ""),
+    (("build",), ["build", "{tmp}"], 1, "no TDXfile"),
+    (("measure",), ["measure", "--firmware", FW], 0, "MRTD"),
+    (("measure",), ["measure", MISSING], 2, "is not a valid store path"),
+]
+
+
+def test_every_command_has_an_empty_store_case() -> None:
+    leaves = {p for p in _commands() if p and not any(q[:len(p)] == p and q != p for q in _commands())}
+    assert leaves - {case[0] for case in CASES} == set()
+
+
+@pytest.mark.parametrize(("path", "argv", "status", "expect"), CASES,
+                         ids=[" ".join(c[1][:3]) for c in CASES])
+def test_on_an_empty_store(tmp_path: Path, path: tuple[str, ...], argv: list[str], status: int,
+                           expect: str) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    work.mkdir()
+    (work / "blob").write_text("data\n")
+    (work / "fetch.py").write_text(
+        "from tdxstore.builders.fetch import fetchurl_derivation\n"
+        f"x = fetchurl_derivation('http://127.0.0.1:9/x.tar', '{'0' * 64}', 'x.tar')\n")
+    (work / "pathroot.py").write_text(
+        "from pathlib import Path\nfrom tdxstore.store.derivation import derivation\n"
+        "x = derivation('x', '/bin/sh', ['-c', 'true'], root=Path('/'))\n")
+    args = [a.format(tmp=work, repo=REPO) for a in argv]
+    r = tdx(home, *args)
+    assert r.returncode == status, r.stderr.decode()
+    if status == 0:
+        assert expect in r.stdout.decode() + r.stderr.decode() and "Traceback" not in r.stderr.decode()
+    else:
+        assert expect in one_error(r)
+    check = tdx(home, "store", "verify")
+    assert check.returncode == 0 and b"0 missing, 0 corrupted" in check.stderr, check.stdout + check.stderr
