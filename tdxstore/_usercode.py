@@ -33,7 +33,7 @@ def is_own_file(filename: str) -> bool:
 
 
 def _is_noise(filename: str) -> bool:
-    if filename.startswith("<frozen "):
+    if filename.startswith("<frozen ") or filename == "<string>":  # <string>: a dataclass's generated __init__
         return True
     return is_own_file(filename) or str(Path(filename).resolve()) in _RUNNER_FILES
 

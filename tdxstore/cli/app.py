@@ -33,7 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("tdxstore.cli.fetch", "Compute the hash of a URL, file or git ref, or download and verify it "
                                     "into the store."),
     "build": ("tdxstore.cli.image", "Build the image a TDXfile describes; print its store path."),
-    "measure": ("tdxstore.cli.measure", "Predict the TDX measurements (MRTD, RTMR0-2) of booting IMAGE."),
+    "measure": ("tdxstore.cli.measure", "Predict the TDX measurements (MRTD, RTMR0-2) of booting IMAGE (MRTD "
+                                        "alone: --firmware FW only)."),
     "store": ("tdxstore.cli.store", "Inspect and maintain the content-addressed store."),
     "lock": ("tdxstore.cli.lock", "Resolve the modules pyproject.toml declares and pin them (and the TDXfile's "
                                   "fetches) in tdx.lock."),

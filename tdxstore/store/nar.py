@@ -18,6 +18,7 @@ Entries are sorted by the raw bytes of their names, without duplicates; a name i
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -284,7 +285,9 @@ def _changed(path: bytes, size: int) -> NarError:
                     code="nar-file-changed")
 
 
-def _os_error(path: bytes, e: OSError) -> NarError:
+def _os_error(path: bytes, e: OSError) -> OSError | NarError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the copy's side is full: the caller names the space needed
+        return OSError(e.errno, e.strerror, e.filename)
     return NarError(f"cannot read {os.fsdecode(path)!r}: {e.strerror or e}",
                     hint="Check that the tree is readable by this user.", code="nar-unreadable")
 

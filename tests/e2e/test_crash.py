@@ -18,6 +18,7 @@ from bootstrap.busybox import busybox_available, make_busybox_root
 from tdxstore.store.gc import add_root, collect_garbage, stale_temporaries
 from tdxstore.store.store import Store
 from tdxstore.store.verify import verify_store
+from tests.procs import pids_with
 
 REPO = Path(__file__).parents[2]
 KILLS = 24
@@ -71,18 +72,6 @@ def test_sigkill_during_add_never_leaves_a_broken_valid_path(tmp_path: Path) -> 
     assert report.ok and report.garbage == ()
 
 
-def _alive_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 @pytest.mark.needs_bwrap
 @pytest.mark.skipif(not busybox_available(), reason="busybox-static not installed")
 def test_sigkill_during_realise_leaves_no_broken_path_and_no_process(tmp_path: Path) -> None:
@@ -120,9 +109,9 @@ def test_sigkill_during_realise_leaves_no_broken_path_and_no_process(tmp_path: P
             killed += 1
         proc.wait()
         deadline = time.monotonic() + 5  # bwrap --die-with-parent, then the PID namespace goes
-        while _alive_with(marker) and time.monotonic() < deadline:
+        while pids_with(marker) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _alive_with(marker) == [], i
+        assert pids_with(marker) == [], i
         store = Store.open(home)
         report = verify_store(store)
         assert report.ok, (i, report)

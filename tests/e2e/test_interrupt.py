@@ -17,6 +17,7 @@ from bootstrap.busybox import busybox_available, make_busybox_root
 from tdxstore.store.store import Store
 from tdxstore.store.verify import verify_store
 from tests.fetchserver import FetchServer, serve
+from tests.procs import pids_with
 
 REPO = Path(__file__).parents[2]
 ZERO = "0" * 64
@@ -104,23 +105,13 @@ def test_sigint_ends_a_sandboxed_build_and_leaves_nothing(tmp_path: Path) -> Non
     expr.write_text("from tdxstore.store.derivation import derivation\nfrom tdxstore.store.path import StorePath\n"
                     f"default = derivation('sleeper', '/bin/sh', ['-c', 'mkdir $out; sleep 60 # {marker}'], "
                     f"root=StorePath.parse({root.logical!r}))\n")
-    rc, err, took = _interrupt(home, "realise", expr, ready=lambda: bool(_alive_with(marker)))
+    rc, err, took = _interrupt(home, "realise", expr, ready=lambda: bool(pids_with(marker)))
     assert (rc, err.splitlines()[-1]) == (130, "interrupted") and took < 2.0, (rc, err, took)
     assert err.count("interrupted") == 1
     assert _tmp_entries(home) == []
     deadline = time.monotonic() + 2
-    while _alive_with(marker) and time.monotonic() < deadline:
+    while pids_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _alive_with(marker) == []
+    assert pids_with(marker) == []
 
 
-def _alive_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found

@@ -24,6 +24,7 @@ from bootstrap.busybox import busybox_available, make_busybox_root
 from tdxstore.errors import SandboxError
 from tdxstore.sandbox import Mount, SandboxResult, SandboxSpec, check_bwrap, run_sandboxed, run_unsandboxed
 from tdxstore.sandbox import run as sandbox_run
+from tests.procs import pids_with
 
 pytestmark = [
     pytest.mark.needs_bwrap,
@@ -116,20 +117,8 @@ def _alive_with(marker: str, grace: float = 5.0) -> list[int]:
     letting up to `grace` seconds pass for killed ones to go (the kernel tears them down asynchronously,
     slowly on a loaded machine)."""
     deadline = time.monotonic() + grace
-    while (found := _pids_with(marker)) and time.monotonic() < deadline:
+    while (found := pids_with(marker)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return found
-
-
-def _pids_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
     return found
 
 

@@ -1,5 +1,6 @@
 """Every `tdx` command on an empty store (a fresh TDX_HOME): a result or one clear error, never a
-traceback, and the store still valid afterwards. A guard test fails when a command has no case here."""
+traceback of ours (an error raised by the user's own Python file shows the user's frames only), and the
+store still valid afterwards. A guard test fails when a command has no case here."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ CASES = [
     (("build",), ["build", "{tmp}"], 1, "no TDXfile"),
     (("measure",), ["measure", "--firmware", FW], 0, "MRTD"),
     (("measure",), ["measure", MISSING], 2, "is not a valid store path"),
+    (("lock",), ["lock", "-p", "{tmp}", "--dry-run"], 0, ""),
+    (("module", "hash"), ["module", "hash", "{tmp}"], 0, "sha256:"),
+    (("module", "validate"), ["module", "validate", "{tmp}"], 1, "holds no Python package"),
+    (("module", "new"), ["module", "new", "tdx-x", "--dir", "{tmp}/new"], 0, "tdx-x"),
 ]
 
 
@@ -63,6 +68,12 @@ def test_on_an_empty_store(tmp_path: Path, path: tuple[str, ...], argv: list[str
     assert r.returncode == status, r.stderr.decode()
     if status == 0:
         assert expect in r.stdout.decode() + r.stderr.decode() and "Traceback" not in r.stderr.decode()
+    elif "Traceback" in r.stderr.decode():
+        err = r.stderr.decode()
+        frames = [line for line in err.splitlines() if line.strip().startswith('File "')]
+        assert frames and all(f'File "{work}/' in line for line in frames), err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and expect in errors[0], err
     else:
         assert expect in one_error(r)
     check = tdx(home, "store", "verify")

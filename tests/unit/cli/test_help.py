@@ -16,9 +16,9 @@ def _commands() -> list[tuple[str, ...]]:
     # typer vendors its own click in recent releases: walk the command objects by their attributes.
     def walk(cmd: Any, path: tuple[str, ...]) -> list[tuple[str, ...]]:
         found = [path]
-        if hasattr(cmd, "commands"):
-            for name, sub in sorted(cmd.commands.items()):
-                found += walk(sub, (*path, name))
+        if hasattr(cmd, "list_commands"):  # the root group loads its commands lazily, on request
+            for name in sorted(cmd.list_commands(None)):
+                found += walk(cmd.get_command(None, name), (*path, name))
         return found
     return walk(typer.main.get_command(app), ())
 
@@ -26,7 +26,7 @@ def _commands() -> list[tuple[str, ...]]:
 def _params(path: tuple[str, ...]) -> list[Any]:
     cmd: Any = typer.main.get_command(app)
     for name in path:
-        cmd = cmd.commands[name]
+        cmd = cmd.get_command(None, name)
     return list(cmd.params)
 
 
