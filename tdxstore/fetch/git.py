@@ -18,7 +18,8 @@ from pathlib import Path
 from tdxstore._fs import atomic_write, remove_tree
 from tdxstore.errors import CommandError, FetchError, UsageError
 from tdxstore.sandbox import process
-from tdxstore.sandbox.host import host_tool_argv
+from tdxstore.sandbox.run import bwrap_command
+from tdxstore.sandbox.spec import Mount, SandboxSpec
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,15 @@ def _git(args: list[str], work: Path, env: dict[str, str], what: str) -> str:
     """
     argv = ["git", "-c", "advice.detachedHead=false", "-c", "init.defaultBranch=main", *args]
     bwrap = process.which("bwrap")
-    if bwrap is not None:
-        writable = [work, Path(env.get("HOME", work))]
-        readable = [Path(r) for r in env.get("TDX_GIT_READABLE", "").split(os.pathsep) if r]
-        sandboxed_env = {k: v for k, v in env.items() if k != "TDX_GIT_READABLE"}
-        argv = host_tool_argv(argv, bwrap=bwrap, writable=writable, readable=readable, env=sandboxed_env, cwd=work)
-    return process.run(argv, env=env, cwd=work, timeout=GIT_TIMEOUT, what=what).stdout.decode().strip()
-
+    if bwrap is None:
+        return process.run(argv, env=env, cwd=work, timeout=GIT_TIMEOUT, what=what).stdout.decode().strip()
+    writable = {os.path.abspath(p) for p in (work, env.get("HOME", work))}
+    readable = {os.path.abspath(r) for r in env.get("TDX_GIT_READABLE", "").split(os.pathsep) if r} - writable
+    mounts = [Mount(Path(d), d, writable=True) for d in writable] + [Mount(Path(d), d) for d in readable]
+    spec = SandboxSpec(argv=tuple(argv), root=Path("/"), usr_only=True, mounts=tuple(mounts), network=True,
+                       env={k: v for k, v in env.items() if k != "TDX_GIT_READABLE"}, cwd=os.path.abspath(work))
+    with bwrap_command(spec, bwrap) as sandboxed:
+        return process.run(sandboxed, env=env, cwd=work, timeout=GIT_TIMEOUT, what=what).stdout.decode().strip()
 
 
 def _fetch_ref(url: str, work: Path, env: dict[str, str], tag: str | None, rev: str | None) -> str:

@@ -27,6 +27,9 @@ ETC_FILES = ("group", "hosts", "passwd")
 #: `--ro-bind-try` skips a missing source, which keeps `bwrap_argv` free of file-system checks.
 NETWORK_HOST_FILES = ("/etc/resolv.conf", "/etc/ssl/certs")
 
+#: Debian's merged /usr: the links a `usr_only` root needs beside its /usr (link target, link).
+MERGED_USR = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"), ("usr/lib64", "/lib64"))
+
 USER_NAME = "tdxbld"
 GROUP_NAME = "tdxbld"
 
@@ -75,7 +78,8 @@ def bwrap_argv(spec: SandboxSpec, etc_dir: Path, bwrap: str = "bwrap") -> list[s
     kernel file systems, then a tmpfs at the store directory that receives the store mounts and
     is made read-only afterwards (so a build cannot create new store entries), then the
     synthesized /etc files. The root must already contain every mount point (see
-    `run.ROOT_MOUNT_POINTS`): it is bound read-only, so bwrap cannot create them.
+    `run.ROOT_MOUNT_POINTS`): it is bound read-only, so bwrap cannot create them. A `usr_only`
+    root is bwrap's own writable tmpfs, where bwrap makes the mount points itself.
     """
     argv = [bwrap, "--unshare-all"]
     if spec.network:
@@ -85,7 +89,14 @@ def bwrap_argv(spec: SandboxSpec, etc_dir: Path, bwrap: str = "bwrap") -> list[s
     for name, value in sandbox_env(spec).items():
         argv += ["--setenv", name, value]
     argv += ["--hostname", spec.hostname, "--uid", str(spec.uid), "--gid", str(spec.gid)]
-    argv += ["--ro-bind", str(spec.root), "/"]
+    if spec.usr_only:  # bwrap's own empty tmpfs root, the root's /usr, and the build dir
+        argv += ["--ro-bind", str(spec.root / "usr"), "/usr"]
+        for target, link in MERGED_USR:
+            argv += ["--symlink", target, link]
+        if spec.mount_at(BUILD_DIR) is None:
+            argv += ["--tmpfs", BUILD_DIR]
+    else:
+        argv += ["--ro-bind", str(spec.root), "/"]
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", STORE_DIR]
     for mount in spec.mounts:
         argv += ["--bind" if mount.writable else "--ro-bind", str(mount.source), mount.target]

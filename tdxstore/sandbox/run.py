@@ -15,7 +15,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
@@ -78,6 +78,17 @@ def check_spec_paths(spec: SandboxSpec) -> None:
         raise SandboxError(f"sandbox root {str(spec.root)!r} is not a directory",
                            hint="realise the root file system's store path first",
                            code="sandbox-root-missing")
+    if not spec.usr_only:  # a usr_only root is bwrap's own tmpfs: bwrap makes the mount points there
+        _check_mount_points(spec)
+    for m in spec.mounts:
+        if not m.source.exists():
+            raise SandboxError(f"mount source {str(m.source)!r} for {m.target!r} does not exist",
+                               hint="realise the input path (or create the build directory) first",
+                               code="sandbox-mount-missing")
+
+
+def _check_mount_points(spec: SandboxSpec) -> None:
+    """The read-only root must hold every mount point already: bwrap cannot create them in it."""
     needed = list(ROOT_MOUNT_POINTS)
     if spec.network:
         needed += [p for p, h in zip(NETWORK_MOUNT_POINTS, NETWORK_HOST_FILES, strict=True)
@@ -93,11 +104,6 @@ def check_spec_paths(spec: SandboxSpec) -> None:
             hint="create them when assembling the root (tdxstore.sandbox.add_mount_points)",
             code="sandbox-root-incomplete",
         )
-    for m in spec.mounts:
-        if not m.source.exists():
-            raise SandboxError(f"mount source {str(m.source)!r} for {m.target!r} does not exist",
-                               hint="realise the input path (or create the build directory) first",
-                               code="sandbox-mount-missing")
 
 
 def _physical_without(spec: SandboxSpec, entry: str) -> Path:
@@ -142,15 +148,22 @@ def check_bwrap() -> str:
     return path
 
 
-def run_sandboxed(spec: SandboxSpec, log: BinaryIO | IO[bytes], *, bwrap: str | None = None) -> SandboxResult:
-    """Run `spec` inside bubblewrap, streaming stdout+stderr into `log`; enforce its time limits."""
+@contextlib.contextmanager
+def bwrap_command(spec: SandboxSpec, bwrap: str) -> Iterator[list[str]]:
+    """The checked bwrap argv of `spec`, valid while the block runs (its synthesized /etc files live
+    in a temporary directory until then)."""
     check_spec_paths(spec)
-    bwrap = bwrap or check_bwrap()
     with tempfile.TemporaryDirectory(prefix="tdx-sandbox-etc-") as tmp:
         etc_dir = Path(tmp)
         for name, text in etc_files(spec).items():
             (etc_dir / name).write_text(text, encoding="utf-8")
-        argv = bwrap_argv(spec, etc_dir, bwrap=bwrap)
+        yield bwrap_argv(spec, etc_dir, bwrap=bwrap)
+
+
+def run_sandboxed(spec: SandboxSpec, log: BinaryIO | IO[bytes], *, bwrap: str | None = None) -> SandboxResult:
+    """Run `spec` inside bubblewrap, streaming stdout+stderr into `log`; enforce its time limits."""
+    bwrap = bwrap or check_bwrap()
+    with bwrap_command(spec, bwrap) as argv:
         # bwrap itself gets only PATH-free minimal env; --clearenv sets the build's. Its arguments
         # go through `--args FD`: bwrap's own command line is the sandbox's /proc/1/cmdline, which a
         # build can read, and must not show host paths (TDX_HOME, this temporary directory).

@@ -92,6 +92,9 @@ class SandboxSpec:
     output's temporary physical directory at its logical store location (writable). `env` is the
     derivation's environment (a mapping is accepted and frozen into a sorted tuple of pairs).
     `timeout` bounds wall-clock seconds, `max_silent` seconds without any output.
+    `usr_only` binds only `root`'s `/usr` (with Debian's merged-/usr links for /bin, /lib…) on an
+    empty root instead of all of `root`: how a host tool (git in a fetch) runs with the host's
+    programs and libraries but not its home, configuration or other files.
     """
 
     argv: tuple[str, ...]
@@ -106,6 +109,7 @@ class SandboxSpec:
     timeout: float | None = None
     max_silent: float | None = None
     cores: int = 1
+    usr_only: bool = False
 
     def __post_init__(self) -> None:
         argv = tuple(self.argv)

@@ -49,6 +49,15 @@ SPECS: dict[str, SandboxSpec] = {
         env={"out": "/tdx/store/2rbdf0m6q3a5c7b8d4wz0yvxv1a8n2rk-src.tar"},
         network=True, hostname="fetcher", uid=30001, gid=30000,
     ),
+    # git in a fetch: the host's /usr only, its work directory and private HOME writable
+    "host-tool": SandboxSpec(
+        argv=("git", "fetch", "--quiet", "origin", "v1.0"),
+        root=Path("/"), usr_only=True, network=True, cwd="/var/lib/tdx/tmp/git-1/work",
+        mounts=(Mount(Path("/var/lib/tdx/tmp/git-1/work"), "/var/lib/tdx/tmp/git-1/work", writable=True),
+                Mount(Path("/var/lib/tdx/tmp/git-1/home"), "/var/lib/tdx/tmp/git-1/home", writable=True),
+                Mount(Path("/srv/repos/app.git"), "/srv/repos/app.git")),
+        env={"HOME": "/var/lib/tdx/tmp/git-1/home", "GIT_TERMINAL_PROMPT": "0"},
+    ),
 }
 
 
