@@ -186,3 +186,12 @@ class PackageError(TdxError):
     """Debian packages: an index that fails verification, a package or version not to be had, a bad lock entry."""
 
     code = "package-error"
+
+
+class SecretError(TdxError):
+    """Secrets delivery: a malformed secrets file, an undeclared or empty secret, a refusing or silent agent.
+
+    Its message and detail name secrets, never their values.
+    """
+
+    code = "secret-error"

@@ -1,0 +1,293 @@
+#!/usr/bin/python3
+"""The in-guest secrets agent: receives values over a socket and writes them where the manifest says.
+
+Shipped verbatim into the image (stdlib only, no tdxstore import); it never logs, echoes or stores a
+value anywhere but its declared destination. A delivery is all-or-nothing: every name is checked
+against the manifest before any file is written; each file is written atomically (temp file in the
+same directory, fsync, rename) with its declared owner and mode; READY=1 reaches systemd only when
+every declared secret is present. Wire protocol: see `docs/secrets.md` (same stream over TCP, Unix
+socket, vsock, or ssh stdin/stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from typing import BinaryIO
+
+PROTOCOL = b"TDXSECRETS 1"
+MAX_VALUE = 1 << 20  # 1 MiB: keys and certificates, not data sets
+MAX_SECRETS = 256
+
+
+class Refused(Exception):
+    """A delivery the agent does not accept; `code` is sent back to the sender, never a value."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def load_manifest(path: str) -> dict[str, dict[str, object]]:
+    with open(path, "rb") as f:
+        data = json.load(f)
+    if data.get("version") != 1:
+        raise SystemExit(f"tdx-secrets-agent: manifest {path} has version {data.get('version')!r}, expected 1")
+    out: dict[str, dict[str, object]] = {}
+    for entry in data["secrets"]:
+        dest = str(entry["dest"])
+        parts = dest.split("/")
+        if not dest.startswith("/") or any(p in (".", "..") for p in parts[1:]) or "\0" in dest:
+            raise SystemExit(f"tdx-secrets-agent: manifest destination {dest!r} of {entry['name']} is not a plain "
+                             "absolute path")
+        out[str(entry["name"])] = entry
+    return out
+
+
+def _table(root: str, table: str, name: str) -> list[str] | None:
+    """The fields of `name`'s line in `root`'s /etc/passwd or /etc/group (the image's, not the caller's)."""
+    try:
+        with open(os.path.join(root, "etc", table), encoding="utf-8") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) > 3 and fields[0] == name:
+                    return fields
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def owner_ids(root: str, owner: str, group: str | None) -> tuple[int, int]:
+    """uid of `owner`; gid of `group`, or of the owner's primary group when no group is declared."""
+    user = _table(root, "passwd", owner)
+    if user is None and owner != "root":
+        raise Refused("unknown-account", f"user {owner!r} does not exist in {root.rstrip('/')}/etc/passwd")
+    uid, primary = (int(user[2]), int(user[3])) if user else (0, 0)
+    if group is None:
+        return uid, primary
+    fields = _table(root, "group", group)
+    if fields is None and group != "root":
+        raise Refused("unknown-account", f"group {group!r} does not exist in {root.rstrip('/')}/etc/group")
+    return uid, int(fields[2]) if fields else 0
+
+
+def destination(root: str, dest: str) -> str:
+    return os.path.join(root, dest.lstrip("/")) if root != "/" else dest
+
+
+def present(root: str, manifest: dict[str, dict[str, object]]) -> set[str]:
+    return {n for n, e in manifest.items() if os.path.isfile(destination(root, str(e["dest"])))}
+
+
+def write_secret(root: str, entry: dict[str, object], value: bytes) -> None:
+    """Temp file in the destination's directory, chown/chmod before any byte, fsync, rename, fsync dir."""
+    path = destination(root, str(entry["dest"]))
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    group = entry.get("group")
+    uid, gid = owner_ids(root, str(entry["owner"]), str(group) if group else None)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tdx-tmp-{os.getpid()}")
+    # O_EXCL|O_NOFOLLOW: a planted file or symlink at the temp name is refused, never followed.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, int(str(entry["mode"]), 8))
+        view = memoryview(value)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _line(stream: BinaryIO) -> bytes:
+    line = stream.readline(4096)
+    if not line.endswith(b"\n"):
+        raise Refused("protocol", "connection closed or line too long")
+    return line[:-1]
+
+
+def read_delivery(stream: BinaryIO) -> dict[str, bytes]:
+    """`SECRET <name> <length>\\n<bytes>` records until `END`; structure only, no manifest check yet."""
+    values: dict[str, bytes] = {}
+    while True:
+        words = _line(stream).split(b" ")
+        if words == [b"END"]:
+            return values
+        if len(words) != 3 or words[0] != b"SECRET" or not words[2].isdigit():
+            raise Refused("protocol", "expected 'SECRET <name> <length>' or 'END'")
+        name, length = words[1].decode("ascii", "replace"), int(words[2])
+        if length > MAX_VALUE or len(values) >= MAX_SECRETS:
+            raise Refused("too-large", f"secret {name} is larger than {MAX_VALUE} bytes or too many secrets")
+        data = stream.read(length)
+        if len(data) != length:
+            raise Refused("protocol", f"connection closed inside secret {name}")
+        if name in values:
+            raise Refused("duplicate", f"secret {name} is sent twice")
+        values[name] = data
+
+
+def check(values: dict[str, bytes], manifest: dict[str, dict[str, object]], have: set[str],
+          redeliver: bool, root: str) -> None:
+    undeclared = sorted(set(values) - set(manifest))
+    if undeclared:
+        raise Refused("undeclared", f"not declared by the image: {', '.join(undeclared)}")
+    empty = sorted(n for n, v in values.items() if not v)
+    if empty:
+        raise Refused("empty-value", f"empty value for {', '.join(empty)}")
+    again = sorted(set(values) & have)
+    if again and not redeliver:
+        raise Refused("already-delivered", f"already delivered: {', '.join(again)}")
+    for name in values:  # accounts resolved before the first write: a delivery lands whole or not at all
+        group = manifest[name].get("group")
+        owner_ids(root, str(manifest[name]["owner"]), str(group) if group else None)
+
+
+def session(rfile: BinaryIO, wfile: BinaryIO, root: str, manifest: dict[str, dict[str, object]],
+            redeliver: bool = False) -> bool:
+    """One delivery; replies `OK <json>` or `ERR <code> <message>`; True when all secrets are present."""
+    def reply(text: str) -> None:
+        wfile.write(text.encode() + b"\n")
+        wfile.flush()
+
+    try:
+        if _line(rfile) != PROTOCOL:
+            raise Refused("protocol", f"expected {PROTOCOL.decode()!r}")
+        have = present(root, manifest)
+        reply("MANIFEST " + json.dumps({"declared": sorted(manifest), "present": sorted(have)}))
+        values = read_delivery(rfile)
+        check(values, manifest, have, redeliver, root)
+        for name in sorted(values):
+            write_secret(root, manifest[name], values[name])
+    except Refused as e:
+        reply(f"ERR {e.code} {e.message}")
+        return False
+    have = present(root, manifest)
+    reply("OK " + json.dumps({"accepted": sorted(values), "missing": sorted(set(manifest) - have)}))
+    return have == set(manifest)
+
+
+def notify_ready() -> None:
+    """sd_notify(READY=1) over $NOTIFY_SOCKET (a datagram socket; '@' means the abstract namespace)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(address)
+        s.sendall(b"READY=1\nSTATUS=all secrets present\n")
+
+
+def listener(spec: str) -> socket.socket:
+    kind, _, where = spec.partition(":")
+    if kind == "tcp":
+        host, _, port = where.rpartition(":")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+    elif kind == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if os.path.exists(where):
+            os.unlink(where)
+        sock.bind(where)
+        os.chmod(where, 0o600)
+    elif kind == "vsock":
+        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        sock.bind((socket.VMADDR_CID_ANY, int(where)))
+    else:
+        raise SystemExit(f"tdx-secrets-agent: --listen {spec!r}: expected tcp:HOST:PORT, unix:PATH or vsock:PORT")
+    sock.listen(4)
+    return sock
+
+
+def serve(sock: socket.socket, root: str, manifest: dict[str, dict[str, object]], timeout: float,
+          redeliver: bool) -> int:
+    deadline = time.monotonic() + timeout
+    complete = present(root, manifest) == set(manifest)
+    while not complete:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            missing = sorted(set(manifest) - present(root, manifest))
+            sys.stderr.write(f"tdx-secrets-agent: timed out after {timeout:g} s waiting for secrets; still "
+                             f"missing: {', '.join(missing)}; secrets-ready.target will not be reached\n")
+            return 1
+        sock.settimeout(left)
+        try:
+            conn, _ = sock.accept()
+        except TimeoutError:
+            continue
+        with conn:
+            conn.settimeout(30)
+            rfile, wfile = conn.makefile("rb"), conn.makefile("wb")
+            try:
+                complete = session(rfile, wfile, root, manifest, redeliver)
+            except OSError as e:
+                sys.stderr.write(f"tdx-secrets-agent: connection dropped: {e.strerror or e}\n")
+    sys.stderr.write(f"tdx-secrets-agent: all {len(manifest)} secrets present\n")
+    notify_ready()
+    return 0
+
+
+def relay(spec: str) -> int:
+    """ssh forced command: carry stdin/stdout to the listening agent's Unix socket, byte for byte."""
+    kind, _, where = spec.partition(":")
+    if kind != "unix":
+        raise SystemExit(f"tdx-secrets-agent: --relay {spec!r}: expected unix:PATH")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(where)
+
+        def upstream() -> None:
+            while chunk := os.read(0, 65536):
+                sock.sendall(chunk)
+            sock.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=upstream, daemon=True).start()
+        while chunk := sock.recv(65536):
+            os.write(1, chunk)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tdx-secrets-agent")
+    parser.add_argument("--manifest", default="/usr/lib/tdx-secrets/manifest.json")
+    parser.add_argument("--root", default="/", help="write destinations below this directory (tests)")
+    parser.add_argument("--listen", help="tcp:HOST:PORT, unix:PATH or vsock:PORT")
+    parser.add_argument("--stdio", action="store_true", help="one session on stdin/stdout, no ready signal")
+    parser.add_argument("--relay", help="unix:PATH: carry stdin/stdout to a listening agent (ssh forced command)")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--redeliver", action="store_true")
+    args = parser.parse_args(argv)
+    if args.relay:
+        return relay(args.relay)
+    manifest = load_manifest(args.manifest)
+    if args.stdio:
+        return 0 if session(sys.stdin.buffer, sys.stdout.buffer, args.root, manifest, args.redeliver) else 1
+    if not args.listen:
+        parser.error("--listen or --stdio is required")
+    with listener(args.listen) as sock:
+        name = sock.getsockname()
+        shown = f"{name[0]}:{name[1]}" if isinstance(name, tuple) else name
+        sys.stderr.write(f"tdx-secrets-agent: listening on {args.listen.partition(':')[0]}:{shown}, "
+                         f"waiting for {len(manifest)} secrets\n")
+        sys.stderr.flush()
+        return serve(sock, args.root, manifest, args.timeout, args.redeliver)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
