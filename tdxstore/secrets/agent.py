@@ -11,14 +11,15 @@ socket, vsock, or ssh stdin/stdout).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import socket
 import sys
 import threading
 import time
-from typing import BinaryIO
+
+TYPE_CHECKING = False  # typing pulls _typing from libpython3-stdlib; mypy reads the block anyway
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 PROTOCOL = b"TDXSECRETS 1"
 MAX_VALUE = 1 << 20  # 1 MiB: keys and certificates, not data sets
@@ -34,19 +35,28 @@ class Refused(Exception):
         self.message = message
 
 
-def load_manifest(path: str) -> dict[str, dict[str, object]]:
-    with open(path, "rb") as f:
-        data = json.load(f)
-    if data.get("version") != 1:
-        raise SystemExit(f"tdx-secrets-agent: manifest {path} has version {data.get('version')!r}, expected 1")
-    out: dict[str, dict[str, object]] = {}
-    for entry in data["secrets"]:
-        dest = str(entry["dest"])
-        parts = dest.split("/")
-        if not dest.startswith("/") or any(p in (".", "..") for p in parts[1:]) or "\0" in dest:
-            raise SystemExit(f"tdx-secrets-agent: manifest destination {dest!r} of {entry['name']} is not a plain "
+def load_manifest(path: str) -> dict[str, dict[str, str]]:
+    """`tdx-secrets 1` then `delivery METHOD` then one tab-separated `secret` line per declaration.
+
+    A line format, not JSON: Debian's json module is in libpython3-stdlib, and the image carries only
+    python3-minimal.
+    """
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if not lines or lines[0] != "tdx-secrets 1":
+        raise SystemExit(f"tdx-secrets-agent: {path} is not a version 1 secrets manifest")
+    out: dict[str, dict[str, str]] = {}
+    for line in lines[1:]:
+        fields = line.split("\t")
+        if fields[0] != "secret":
+            continue
+        if len(fields) != 6:
+            raise SystemExit(f"tdx-secrets-agent: {path}: malformed line {line!r}")
+        _, name, dest, owner, group, mode = fields
+        if not dest.startswith("/") or any(p in ("", ".", "..") for p in dest.split("/")[1:]) or "\0" in dest:
+            raise SystemExit(f"tdx-secrets-agent: manifest destination {dest!r} of {name} is not a plain "
                              "absolute path")
-        out[str(entry["name"])] = entry
+        out[name] = {"dest": dest, "owner": owner, "group": group, "mode": mode}
     return out
 
 
@@ -81,23 +91,22 @@ def destination(root: str, dest: str) -> str:
     return os.path.join(root, dest.lstrip("/")) if root != "/" else dest
 
 
-def present(root: str, manifest: dict[str, dict[str, object]]) -> set[str]:
-    return {n for n, e in manifest.items() if os.path.isfile(destination(root, str(e["dest"])))}
+def present(root: str, manifest: dict[str, dict[str, str]]) -> set[str]:
+    return {n for n, e in manifest.items() if os.path.isfile(destination(root, e["dest"]))}
 
 
-def write_secret(root: str, entry: dict[str, object], value: bytes) -> None:
+def write_secret(root: str, entry: dict[str, str], value: bytes) -> None:
     """Temp file in the destination's directory, chown/chmod before any byte, fsync, rename, fsync dir."""
-    path = destination(root, str(entry["dest"]))
+    path = destination(root, entry["dest"])
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    group = entry.get("group")
-    uid, gid = owner_ids(root, str(entry["owner"]), str(group) if group else None)
+    uid, gid = owner_ids(root, entry["owner"], entry["group"] or None)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tdx-tmp-{os.getpid()}")
     # O_EXCL|O_NOFOLLOW: a planted file or symlink at the temp name is refused, never followed.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchown(fd, uid, gid)
-        os.fchmod(fd, int(str(entry["mode"]), 8))
+        os.fchmod(fd, int(entry["mode"], 8))
         view = memoryview(value)
         while view:
             view = view[os.write(fd, view):]
@@ -142,7 +151,7 @@ def read_delivery(stream: BinaryIO) -> dict[str, bytes]:
         values[name] = data
 
 
-def check(values: dict[str, bytes], manifest: dict[str, dict[str, object]], have: set[str],
+def check(values: dict[str, bytes], manifest: dict[str, dict[str, str]], have: set[str],
           redeliver: bool, root: str) -> None:
     undeclared = sorted(set(values) - set(manifest))
     if undeclared:
@@ -154,11 +163,10 @@ def check(values: dict[str, bytes], manifest: dict[str, dict[str, object]], have
     if again and not redeliver:
         raise Refused("already-delivered", f"already delivered: {', '.join(again)}")
     for name in values:  # accounts resolved before the first write: a delivery lands whole or not at all
-        group = manifest[name].get("group")
-        owner_ids(root, str(manifest[name]["owner"]), str(group) if group else None)
+        owner_ids(root, manifest[name]["owner"], manifest[name]["group"] or None)
 
 
-def session(rfile: BinaryIO, wfile: BinaryIO, root: str, manifest: dict[str, dict[str, object]],
+def session(rfile: BinaryIO, wfile: BinaryIO, root: str, manifest: dict[str, dict[str, str]],
             redeliver: bool = False) -> bool:
     """One delivery; replies `OK <json>` or `ERR <code> <message>`; True when all secrets are present."""
     def reply(text: str) -> None:
@@ -169,7 +177,7 @@ def session(rfile: BinaryIO, wfile: BinaryIO, root: str, manifest: dict[str, dic
         if _line(rfile) != PROTOCOL:
             raise Refused("protocol", f"expected {PROTOCOL.decode()!r}")
         have = present(root, manifest)
-        reply("MANIFEST " + json.dumps({"declared": sorted(manifest), "present": sorted(have)}))
+        reply(f"MANIFEST declared={','.join(sorted(manifest))} present={','.join(sorted(have))}")
         values = read_delivery(rfile)
         check(values, manifest, have, redeliver, root)
         for name in sorted(values):
@@ -178,7 +186,7 @@ def session(rfile: BinaryIO, wfile: BinaryIO, root: str, manifest: dict[str, dic
         reply(f"ERR {e.code} {e.message}")
         return False
     have = present(root, manifest)
-    reply("OK " + json.dumps({"accepted": sorted(values), "missing": sorted(set(manifest) - have)}))
+    reply(f"OK accepted={','.join(sorted(values))} missing={','.join(sorted(set(manifest) - have))}")
     return have == set(manifest)
 
 
@@ -216,7 +224,7 @@ def listener(spec: str) -> socket.socket:
     return sock
 
 
-def serve(sock: socket.socket, root: str, manifest: dict[str, dict[str, object]], timeout: float,
+def serve(sock: socket.socket, root: str, manifest: dict[str, dict[str, str]], timeout: float,
           redeliver: bool) -> int:
     deadline = time.monotonic() + timeout
     complete = present(root, manifest) == set(manifest)
@@ -263,30 +271,46 @@ def relay(spec: str) -> int:
     return 0
 
 
+USAGE = """usage: tdx-secrets-agent [--manifest PATH] [--root DIR] [--timeout SECONDS] [--redeliver]
+                         (--listen tcp:HOST:PORT|unix:PATH|vsock:PORT | --stdio | --relay unix:PATH)"""
+_VALUED = ("--manifest", "--root", "--listen", "--relay", "--timeout")
+
+
+def parse_args(argv: list[str]) -> dict[str, str]:
+    """A hand parser: argparse imports gettext, which Debian ships outside python3-minimal."""
+    args = {"--manifest": "/usr/lib/tdx-secrets/manifest.txt", "--root": "/", "--timeout": "600"}
+    words = iter(argv)
+    for word in words:
+        if word in _VALUED:
+            value = next(words, None)
+            if value is None:
+                raise SystemExit(f"tdx-secrets-agent: {word} needs a value\n{USAGE}")
+            args[word] = value
+        elif word in ("--stdio", "--redeliver"):
+            args[word] = "yes"
+        else:
+            raise SystemExit(f"tdx-secrets-agent: unknown argument {word!r}\n{USAGE}")
+    if sum(k in args for k in ("--listen", "--stdio", "--relay")) != 1:
+        raise SystemExit(f"tdx-secrets-agent: give exactly one of --listen, --stdio, --relay\n{USAGE}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tdx-secrets-agent")
-    parser.add_argument("--manifest", default="/usr/lib/tdx-secrets/manifest.json")
-    parser.add_argument("--root", default="/", help="write destinations below this directory (tests)")
-    parser.add_argument("--listen", help="tcp:HOST:PORT, unix:PATH or vsock:PORT")
-    parser.add_argument("--stdio", action="store_true", help="one session on stdin/stdout, no ready signal")
-    parser.add_argument("--relay", help="unix:PATH: carry stdin/stdout to a listening agent (ssh forced command)")
-    parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--redeliver", action="store_true")
-    args = parser.parse_args(argv)
-    if args.relay:
-        return relay(args.relay)
-    manifest = load_manifest(args.manifest)
-    if args.stdio:
-        return 0 if session(sys.stdin.buffer, sys.stdout.buffer, args.root, manifest, args.redeliver) else 1
-    if not args.listen:
-        parser.error("--listen or --stdio is required")
-    with listener(args.listen) as sock:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if "--relay" in args:
+        return relay(args["--relay"])
+    manifest = load_manifest(args["--manifest"])
+    root, redeliver = args["--root"], "--redeliver" in args
+    if "--stdio" in args:
+        return 0 if session(sys.stdin.buffer, sys.stdout.buffer, root, manifest, redeliver) else 1
+    timeout = float(args["--timeout"])
+    with listener(args["--listen"]) as sock:
         name = sock.getsockname()
         shown = f"{name[0]}:{name[1]}" if isinstance(name, tuple) else name
-        sys.stderr.write(f"tdx-secrets-agent: listening on {args.listen.partition(':')[0]}:{shown}, "
+        sys.stderr.write(f"tdx-secrets-agent: listening on {args['--listen'].partition(':')[0]}:{shown}, "
                          f"waiting for {len(manifest)} secrets\n")
         sys.stderr.flush()
-        return serve(sock, args.root, manifest, args.timeout, args.redeliver)
+        return serve(sock, root, manifest, timeout, redeliver)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ written to the stream only, never to a log, an error or an argv.
 
 from __future__ import annotations
 
-import json
 import socket
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -72,18 +71,27 @@ def _reply(rfile: BinaryIO, expect: bytes) -> str:
     return line[len(expect) + 1:].decode()
 
 
+def _fields(text: str) -> dict[str, tuple[str, ...]]:
+    """`key=A,B key2=` -> {key: (A, B), key2: ()}."""
+    out = {}
+    for word in text.strip().split(" "):
+        key, _, names = word.partition("=")
+        out[key] = tuple(n for n in names.split(",") if n)
+    return out
+
+
 def push(rfile: BinaryIO, wfile: BinaryIO, values: dict[str, bytes]) -> PushResult:
     """Handshake, check names against the agent's manifest, send every value, read the verdict."""
     wfile.write(PROTOCOL + b"\n")
     wfile.flush()
-    info = json.loads(_reply(rfile, b"MANIFEST"))
+    info = _fields(_reply(rfile, b"MANIFEST"))
     refuse_undeclared(values, set(info["declared"]), "the image's manifest")
     for name in sorted(values):
         wfile.write(f"SECRET {name} {len(values[name])}\n".encode() + values[name])
     wfile.write(b"END\n")
     wfile.flush()
-    verdict = json.loads(_reply(rfile, b"OK"))
-    return PushResult(tuple(verdict["accepted"]), tuple(verdict["missing"]))
+    verdict = _fields(_reply(rfile, b"OK"))
+    return PushResult(verdict["accepted"], verdict["missing"])
 
 
 def push_tcp(host: str, port: int, values: dict[str, bytes], timeout: float = 30.0) -> PushResult:

@@ -1,20 +1,19 @@
 """The secrets manifest baked into an image, and the `secrets.env` file a user pushes from (L2).
 
-The manifest holds declarations only (name, destination, owner, group, mode, description), never a
-value; its JSON is deterministic (sorted, fixed separators) so the image stays reproducible.
+The manifest holds declarations only (name, destination, owner, group, mode), never a value; its
+text is deterministic (sorted by name) so the image stays reproducible.
 `parse_env` reads values into memory and never quotes one in an error: errors name a line number.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from tdxstore.errors import SecretError
 
-MANIFEST_PATH = "/usr/lib/tdx-secrets/manifest.json"
+MANIFEST_PATH = "/usr/lib/tdx-secrets/manifest.txt"
 AGENT_PATH = "/usr/lib/tdx-secrets/tdx-secrets-agent"
 DEFAULT_DIR = "/run/secrets"  # tmpfs: an undeclared destination is gone at power-off
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -35,7 +34,8 @@ class SecretEntry:
         if not _NAME.match(self.name):
             raise SecretError(f"secret name {self.name!r} is not an identifier", code="invalid-name")
         parts = self.dest.split("/")
-        if not self.dest.startswith("/") or any(p in ("", ".", "..") for p in parts[1:]) or "\0" in self.dest:
+        if not self.dest.startswith("/") or any(p in ("", ".", "..") for p in parts[1:]) or \
+                any(c in self.dest for c in "\0\t\n"):
             raise SecretError(f"destination {self.dest!r} of secret {self.name} is not a plain absolute path",
                               hint="write it as e.g. '/etc/app/api-key', without '..'", code="invalid-path")
         if not 0 <= self.mode <= 0o7777:
@@ -47,11 +47,11 @@ def default_dest(name: str) -> str:
 
 
 def manifest_json(entries: tuple[SecretEntry, ...], delivery: str) -> bytes:
-    """The manifest file: version 1, the delivery method, the entries sorted by name."""
-    rows = [{"name": e.name, "dest": e.dest, "owner": e.owner, "group": e.group, "mode": f"{e.mode:04o}",
-             "description": e.description} for e in sorted(entries, key=lambda e: e.name)]
-    doc = {"version": 1, "delivery": delivery, "secrets": rows}
-    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+    """The manifest file (agent.py's `load_manifest` reads it): version, delivery, entries by name."""
+    lines = ["tdx-secrets 1", f"delivery {delivery}"]
+    lines += ["\t".join(("secret", e.name, e.dest, e.owner, e.group or "", f"{e.mode:04o}"))
+              for e in sorted(entries, key=lambda e: e.name)]
+    return ("\n".join(lines) + "\n").encode()
 
 
 def parse_env(path: Path) -> dict[str, bytes]:

@@ -6,7 +6,6 @@ datagram on a socket the test binds; the timeout path runs the agent until it gi
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -214,6 +213,29 @@ def test_stdio_session_for_ssh(tmp_path: Path) -> None:
     result = push(proc.stdout, proc.stdin, dict(VALUES))
     proc.stdin.close()
     assert proc.wait(10) == 0 and result.missing == ()
-    assert json.loads(manifest.read_text())["delivery"] == "ssh"
+    assert "delivery ssh" in manifest.read_text()
     assert (root / "etc/app/api-key").read_bytes() == VALUES["API_KEY"]
     assert os.stat(root / "etc/app/api-key").st_uid == 1234
+
+
+# What the agent may import: Debian's python3-minimal (libpython3.11-minimal, and modules built into
+# /usr/bin/python3.11 such as _socket, select, math, array). json, argparse's gettext and typing's
+# _typing are in libpython3.11-stdlib, which a secrets image does not install.
+MINIMAL = {"__future__", "_abc", "_codecs", "_collections", "_collections_abc", "_frozen_importlib_external",
+           "_functools", "_io", "_operator", "_signal", "_socket", "_stat", "_weakrefset", "abc", "array",
+           "codecs", "collections", "collections.abc", "encodings", "encodings.aliases", "encodings.utf_8",
+           "enum", "errno", "functools", "genericpath", "io", "itertools", "keyword", "marshal", "math",
+           "operator", "os", "posix", "posixpath", "reprlib", "select", "selectors", "socket", "stat",
+           "threading", "time", "types", "zipimport"}
+
+
+def test_agent_imports_only_what_python3_minimal_ships(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.txt"
+    manifest.write_bytes(manifest_json(ENTRIES, "vsock"))
+    proc = subprocess.run([sys.executable, "-S", "-X", "importtime", str(AGENT_FILE), "--manifest", str(manifest),
+                           "--root", str(make_root(tmp_path)), "--listen", "tcp:127.0.0.1:0", "--timeout", "0.1"],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin"}, timeout=30)
+    assert proc.returncode == 1 and "timed out" in proc.stderr
+    imported = {line.split("|")[2].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    imported -= {"package", "imported package"}
+    assert imported and imported <= MINIMAL, sorted(imported - MINIMAL)
