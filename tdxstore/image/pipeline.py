@@ -21,6 +21,7 @@ from tdxstore.errors import ImageError
 from tdxstore.image.model.image import Image
 from tdxstore.image.pinned import firmware_derivation, mkosi_derivation, stub_derivation
 from tdxstore.image.render import image_packages, mkosi_format, render_config, tools_config
+from tdxstore.image.secrets import not_implemented
 from tdxstore.image.tdxfile import load_tdxfile
 from tdxstore.mkosi.build import TOOLS
 from tdxstore.mkosi.config import TOOLS_RELEASE, ImageFormat, write_config
@@ -30,7 +31,6 @@ from tdxstore.store.realise import Options, Plan, instantiate, plan, realise
 from tdxstore.store.store import Store
 
 Phase = Callable[[str], None]
-SECRETS_ISSUE = 20  # "Users and secrets, delivered after measurement; `tdx run` boots an image locally"
 BUILDERS_ISSUE = 19  # "Standard builder modules" (tdxstore/builders/pending.py names it for the facade)
 MEASUREMENTS = "measurements.json"
 
@@ -51,16 +51,6 @@ class ImagePlan:
     def warnings(self) -> tuple[str, ...]:
         """Declarations the TDXfile makes that this build does not carry out yet (said, never dropped)."""
         return not_implemented(self.image)
-
-
-def not_implemented(image: Image) -> tuple[str, ...]:
-    """One sentence per accepted declaration that a build ignores today: secrets and their delivery."""
-    out = [f"image.secret({s.name!r}) at {s.site} is declared, but secret delivery is not implemented "
-           f"yet (issue {SECRETS_ISSUE}): the built image contains no way to receive it" for s in image.secrets]
-    if image.delivery is not None:
-        out.append(f"image.secret_delivery({str(image.delivery.method)!r}) at {image.delivery.site} is not "
-                   f"implemented yet (issue {SECRETS_ISSUE}) and has no effect on the image")
-    return tuple(out)
 
 
 def _build_derivations(image: Image) -> tuple[Derivation, ...]:

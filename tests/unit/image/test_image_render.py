@@ -21,7 +21,7 @@ from tdxstore.image.tdxfile import load_tdxfile
 from tdxstore.mkosi.config import ImageFormat, base_config, conf_text, is_executable
 
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = ["minimal", "monitoring", "module-class"]
+EXAMPLES = ["minimal", "monitoring", "module-class", "secrets"]
 GOLDEN = ROOT / "tests" / "data" / "image"
 
 
