@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lock": ("tdxstore.cli.lock", "Resolve the modules pyproject.toml declares and pin them (and the TDXfile's "
                                   "fetches) in tdx.lock."),
     "module": ("tdxstore.cli.module", "Develop modules: content hash, API check, scaffold."),
+    "secrets": ("tdxstore.cli.secrets", "Show an image's declared secrets; deliver their values to a running VM."),
 }
 # Plain click help, as mkosi's and Nix's: typer's rich panels print "<bool>" after every flag, and rich
 # costs 0.1 s to import.

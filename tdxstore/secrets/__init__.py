@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tdxstore.secrets.client import DEFAULT_PORT, PushResult, parse_host, push, push_tcp, refuse_undeclared
+from tdxstore.secrets.client import (
+    DEFAULT_PORT,
+    PushResult,
+    parse_host,
+    push,
+    push_tcp,
+    push_vsock,
+    refuse_undeclared,
+)
 from tdxstore.secrets.manifest import (
     AGENT_PATH,
     MANIFEST_PATH,
@@ -27,4 +35,4 @@ def agent_source() -> bytes:
 
 __all__ = ["AGENT_FILE", "AGENT_PATH", "DEFAULT_PORT", "MANIFEST_PATH", "PushResult", "SecretEntry",
            "agent_source", "default_dest", "manifest_json", "parse_env", "parse_host", "push", "push_tcp",
-           "refuse_undeclared"]
+           "push_vsock", "refuse_undeclared"]
