@@ -43,5 +43,3 @@ class DotnetBuild(_Pending):
     facade = "tdx.builders.dotnet"
 
 
-class CBuild(_Pending):
-    facade = "tdx.builders.c"
