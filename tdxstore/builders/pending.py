@@ -27,10 +27,6 @@ class _Pending:
                          code="builder-unavailable")
 
 
-class GoBuild(_Pending):
-    facade = "tdx.builders.go"
-
-
 class GoFromSource(_Pending):
     facade = "tdx.builders.go"
 

@@ -126,12 +126,13 @@ def add_source(store: Store, src: str | Path, name: str, *, base: Path | None = 
 
 def script_derivation(store: Store, build: ScriptBuild, root: Derivation | StorePath, *,
                       base: Path | None = None, inputs: Sequence[Derivation | StorePath] = (),
-                      env: Mapping[str, str] | None = None) -> Derivation:
+                      env: Mapping[str, str] | None = None, src: StorePath | None = None) -> Derivation:
     """The derivation of `build` on the build root `root` (holding `build.root_packages`).
 
-    `inputs` (e.g. a toolchain) are visible read-only at their store paths; `env` adds variables.
+    `inputs` (e.g. a toolchain) are visible read-only at their store paths; `env` adds variables;
+    `src` is the source already in the store (else `build.src` is added, relative to `base`).
     """
-    src_sp = add_source(store, build.src, build.name, base=base)
+    src_sp = src if src is not None else add_source(store, build.src, build.name, base=base)
     full_env = dict(REPRODUCIBLE_ENV) if build.reproducible else {}
     full_env.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "BUILD_DIR": BUILD_DIR,
                      "BUILD_SCRIPT": build.build_script})
