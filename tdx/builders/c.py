@@ -1,7 +1,7 @@
-"""`tdx.builders.c`: CBuild (spec §7); not available yet, see tdxstore/builders/pending.py."""
+"""`tdx.builders.c`: CBuild (spec §4.4), a make/C/C++ build on a Debian build root."""
 
 from __future__ import annotations
 
-from tdxstore.builders.pending import CBuild
+from tdxstore.builders.c import CBuild
 
 __all__ = ["CBuild"]

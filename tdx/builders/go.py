@@ -1,7 +1,8 @@
-"""`tdx.builders.go`: GoBuild, GoFromSource (spec §7); not available yet, see tdxstore/builders/pending.py."""
+"""`tdx.builders.go`: GoBuild (spec §4.1); GoFromSource is not available yet (tdxstore/builders/pending.py)."""
 
 from __future__ import annotations
 
-from tdxstore.builders.pending import GoBuild, GoFromSource
+from tdxstore.builders.go import GoBuild
+from tdxstore.builders.pending import GoFromSource
 
 __all__ = ["GoBuild", "GoFromSource"]

@@ -27,10 +27,6 @@ class _Pending:
                          code="builder-unavailable")
 
 
-class GoBuild(_Pending):
-    facade = "tdx.builders.go"
-
-
 class GoFromSource(_Pending):
     facade = "tdx.builders.go"
 
@@ -43,5 +39,3 @@ class DotnetBuild(_Pending):
     facade = "tdx.builders.dotnet"
 
 
-class CBuild(_Pending):
-    facade = "tdx.builders.c"

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 @module_app.command("hash")
 def hash_cmd(directory: Path = typer.Argument(..., help="The module directory.")) -> None:
     """Print the module's content hash (spec §8.3), the `integrity` tdx.lock records for it."""
-    from tdxstore.lock.tree import tree_hash
+    from tdxstore.store.tree import tree_hash
 
     print(tree_hash(directory))
 
@@ -25,7 +25,7 @@ def hash_cmd(directory: Path = typer.Argument(..., help="The module directory.")
 def validate_cmd(directory: Path = typer.Argument(..., help="The module directory.")) -> None:
     """Check that the module is an importable package exposing apply(image, ...) or a class with apply()."""
     from tdxstore.lock.module import validate
-    from tdxstore.lock.tree import tree_hash
+    from tdxstore.store.tree import tree_hash
 
     report = validate(directory)
     print(f"package:   {report.package}" + (f" {report.version}" if report.version else ""))

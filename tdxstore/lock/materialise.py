@@ -23,9 +23,9 @@ from tdxstore.fetch.download import download
 from tdxstore.fetch.git import fetch_git_tree
 from tdxstore.lock.lockfile import ModuleEntry, ModuleSource
 from tdxstore.lock.module import import_root
-from tdxstore.lock.tree import copy_module_tree, tree_hash
 from tdxstore.store.path import MAX_NAME_LEN, StorePath, make_fixed_output_path
 from tdxstore.store.store import Store
+from tdxstore.store.tree import copy_module_tree, tree_hash
 
 log = logging.getLogger(__name__)
 

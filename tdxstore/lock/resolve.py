@@ -21,8 +21,8 @@ from tdxstore.lock.lockfile import FetchEntry, Lockfile, ModuleEntry, ModuleSour
 from tdxstore.lock.materialise import download_wheel, store_name, temporary_checkout, tree_path, wheel_file_name
 from tdxstore.lock.pip import resolve_index
 from tdxstore.lock.project import DEFAULT_INDEX, SDK_NAME, Declared, Origin, Project, check_sdk
-from tdxstore.lock.tree import tree_hash
 from tdxstore.store.store import Store
+from tdxstore.store.tree import tree_hash
 
 log = logging.getLogger(__name__)
 

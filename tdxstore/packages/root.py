@@ -4,7 +4,8 @@ The derivation unpacks every locked `.deb` (sorted by name) with busybox's `dpkg
 bootstrap root, offline, into a merged-/usr tree (`/bin`, `/sbin`, `/lib`, `/lib64` link into
 `/usr`, as debootstrap lays it out before unpacking). No maintainer script runs; the few things a
 compiler root needs from them are done explicitly (`/etc/passwd` and `/etc/group` from base-passwd,
-the `cc`/`c++` links, the sandbox's mount points). Its path is keyed by the set's files only.
+the `cc`/`c++` links, the sandbox's mount points, network ones included so that a
+fixed-output step such as `go mod download` can use the same root). Its path is keyed by the set's files only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from tdxstore.packages.debs import deb_derivations, realise_debs
 from tdxstore.packages.index import Mirrors
 from tdxstore.packages.lock import PackageSet
 from tdxstore.packages.repo import BOOTSTRAP_PACKAGE, bootstrap_root
-from tdxstore.sandbox import ROOT_MOUNT_POINTS
+from tdxstore.sandbox import NETWORK_MOUNT_POINTS, ROOT_MOUNT_POINTS
 from tdxstore.store.derivation import Derivation, derivation
 from tdxstore.store.path import StorePath
 from tdxstore.store.realise import Options, realise
@@ -55,7 +56,7 @@ def build_root_derivation(pkgs: PackageSet, debs: Mapping[str, Derivation], boot
     ordered = [debs[p.name] for p in pkgs.packages]  # PackageSet keeps packages sorted by name
     return derivation(name, "/bin/sh", ["-c", _ROOT_SCRIPT], root=bootstrap, inputs=ordered,
                       env={"DEBS": " ".join(d.out.logical for d in ordered),
-                           "MOUNT_POINTS": " ".join(ROOT_MOUNT_POINTS)}, timeout=3600)
+                           "MOUNT_POINTS": " ".join(ROOT_MOUNT_POINTS + NETWORK_MOUNT_POINTS)}, timeout=3600)
 
 
 def realise_build_root(store: Store, pkgs: PackageSet, tools: PackageSet, mirrors: Mirrors, *,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tdxstore.lock.tree import tree_hash
+from tdxstore.store.tree import tree_hash
 from tests.fetchserver import FetchServer, GitDaemon, git, write_tree
 from tests.wheelindex import SimpleIndex, make_wheel
 

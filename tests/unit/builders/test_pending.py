@@ -8,7 +8,7 @@ import pytest
 
 from tdxstore.errors import BuildError
 
-FACADE = {"go": ["GoBuild", "GoFromSource"], "rust": ["RustBuild"], "dotnet": ["DotnetBuild"], "c": ["CBuild"]}
+FACADE = {"go": ["GoFromSource"], "rust": ["RustBuild"], "dotnet": ["DotnetBuild"]}
 
 
 @pytest.mark.parametrize(("module", "name"), [(m, n) for m, names in FACADE.items() for n in names])

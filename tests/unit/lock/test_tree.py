@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tdxstore.errors import LockfileError
-from tdxstore.lock.tree import copy_module_tree, module_files, tree_hash
+from tdxstore.store.tree import copy_module_tree, module_files, tree_hash
 from tests.fetchserver import git, write_tree
 
 REPO = Path(__file__).parents[3]

@@ -1,4 +1,4 @@
-"""The module content hash of spec §8.3 (L3): the files git sees, each hashed with its path, in order.
+"""The module content hash of spec §8.3 and source trees for builds (L3): the files git sees, hashed in order.
 
 Files are listed by git itself so `.gitignore` means exactly what git says it means: inside a git
 work tree, `git ls-files --cached --others --exclude-standard` of that repository; elsewhere the
