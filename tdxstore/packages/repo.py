@@ -8,15 +8,18 @@ output depends only on the set's files. Nothing in it comes from the network or 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tdxstore._fs import temporary_directory
 from tdxstore.errors import PackageError
+from tdxstore.packages.debs import deb_derivations, realise_debs
+from tdxstore.packages.index import Mirrors
 from tdxstore.packages.lock import PackageSet
 from tdxstore.sandbox import add_mount_points, process
 from tdxstore.store.derivation import Derivation, derivation
 from tdxstore.store.path import StorePath
+from tdxstore.store.realise import Options, realise
 from tdxstore.store.store import Store
 
 BOOTSTRAP_PACKAGE = "busybox-static"
@@ -94,3 +97,22 @@ def repo_derivation(pkgs: PackageSet, debs: Mapping[str, Derivation], root: Stor
                       env={"DEBS": "\n".join(sorted(lines, key=lambda s: s.split()[1])), "SUITE": suite,
                            "ARCH": pkgs.arch, "SET_KEY": pkgs.key})
 
+
+
+def realise_unpacked(store: Store, pkgs: PackageSet, tools: PackageSet, mirrors: Mirrors,
+                     make: Callable[[Mapping[str, Derivation], StorePath], Derivation], *, jobs: int = 4) -> StorePath:
+    """Fetch what is missing of `pkgs`, then build (or find) `make(debs, bootstrap root)`.
+
+    `tools` locks busybox-static, the only tool the unpacking derivations run; a build root and a
+    toolchain are both made this way from a locked set.
+    """
+    if tools.get(BOOTSTRAP_PACKAGE) is None:
+        raise PackageError(f"the tools set does not lock {BOOTSTRAP_PACKAGE}", code="bootstrap-invalid",
+                           hint=f"resolve [{BOOTSTRAP_PACKAGE!r}] with base=() for the tools set")
+    bb = deb_derivations(tools, mirrors)[BOOTSTRAP_PACKAGE]
+    realise(store, [bb], Options())
+    debs = deb_derivations(pkgs, mirrors)
+    realise_debs(store, pkgs, mirrors, jobs=jobs)
+    drv = make(debs, bootstrap_root(store, bb.out))
+    realise(store, [drv], Options(jobs=jobs))
+    return drv.out

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tdxstore.errors import PackageError
-from tdxstore.packages.debs import deb_derivations, realise_debs
 from tdxstore.packages.index import Mirrors
 from tdxstore.packages.lock import PackageSet
-from tdxstore.packages.repo import BOOTSTRAP_PACKAGE, bootstrap_root
+from tdxstore.packages.repo import realise_unpacked
 from tdxstore.sandbox import NETWORK_MOUNT_POINTS, ROOT_MOUNT_POINTS
 from tdxstore.store.derivation import Derivation, derivation
 from tdxstore.store.path import StorePath
-from tdxstore.store.realise import Options, realise
 from tdxstore.store.store import Store
 
 #: Packages a build root always has on top of Debian's essential set (what `build_deps` extend).
@@ -62,13 +59,5 @@ def build_root_derivation(pkgs: PackageSet, debs: Mapping[str, Derivation], boot
 def realise_build_root(store: Store, pkgs: PackageSet, tools: PackageSet, mirrors: Mirrors, *,
                        jobs: int = 4) -> StorePath:
     """Fetch what is missing, then build (or find) the root of `pkgs`; `tools` locks busybox-static."""
-    if tools.get(BOOTSTRAP_PACKAGE) is None:
-        raise PackageError(f"the tools set does not lock {BOOTSTRAP_PACKAGE}", code="bootstrap-invalid",
-                           hint=f"resolve [{BOOTSTRAP_PACKAGE!r}] with base=() for the tools set")
-    bb = deb_derivations(tools, mirrors)[BOOTSTRAP_PACKAGE]
-    realise(store, [bb], Options())
-    debs = deb_derivations(pkgs, mirrors)
-    realise_debs(store, pkgs, mirrors, jobs=jobs)
-    drv = build_root_derivation(pkgs, debs, bootstrap_root(store, bb.out))
-    realise(store, [drv], Options(jobs=jobs))
-    return drv.out
+    return realise_unpacked(store, pkgs, tools, mirrors, lambda debs, root: build_root_derivation(pkgs, debs, root),
+                            jobs=jobs)

@@ -11,13 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from tdxstore.errors import PackageError
-from tdxstore.packages.debs import deb_derivations, realise_debs
 from tdxstore.packages.index import Mirrors
 from tdxstore.packages.lock import PackageSet
-from tdxstore.packages.repo import BOOTSTRAP_PACKAGE, bootstrap_root
+from tdxstore.packages.repo import realise_unpacked
 from tdxstore.store.derivation import Derivation, derivation
 from tdxstore.store.path import StorePath
-from tdxstore.store.realise import Options, realise
 from tdxstore.store.store import Store
 
 #: Debian's Go toolchains: the package that holds it and the GOROOT it installs.
@@ -48,13 +46,6 @@ def toolchain_derivation(pkgs: PackageSet, debs: Mapping[str, Derivation], boots
 def realise_toolchain(store: Store, pkgs: PackageSet, tools: PackageSet, mirrors: Mirrors, *, prefix: str,
                       name: str, jobs: int = 4) -> StorePath:
     """Fetch what is missing, then build (or find) the toolchain; `tools` locks busybox-static."""
-    if tools.get(BOOTSTRAP_PACKAGE) is None:
-        raise PackageError(f"the tools set does not lock {BOOTSTRAP_PACKAGE}", code="bootstrap-invalid",
-                           hint=f"resolve [{BOOTSTRAP_PACKAGE!r}] with base=() for the tools set")
-    bb = deb_derivations(tools, mirrors)[BOOTSTRAP_PACKAGE]
-    realise(store, [bb], Options())
-    debs = deb_derivations(pkgs, mirrors)
-    realise_debs(store, pkgs, mirrors, jobs=jobs)
-    drv = toolchain_derivation(pkgs, debs, bootstrap_root(store, bb.out), prefix=prefix, name=name)
-    realise(store, [drv], Options(jobs=jobs))
-    return drv.out
+    return realise_unpacked(
+        store, pkgs, tools, mirrors,
+        lambda debs, root: toolchain_derivation(pkgs, debs, root, prefix=prefix, name=name), jobs=jobs)
