@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tdxstore._fs import remove_tree
+
 pytest_plugins = ["tests.storefixtures"]
 
 TESTS = Path(__file__).parent
@@ -25,6 +27,24 @@ NEEDS = {
     "needs_bwrap": ("bwrap",),
     "needs_nix": ("nix-store", "nix-hash"),
 }
+
+
+PASSED = pytest.StashKey[bool]()
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path, request: pytest.FixtureRequest) -> Generator[Path, None, None]:
+    """pytest's `tmp_path`, removed as soon as the test has passed (a failed test's stays to be read).
+
+    Image builds in empty stores write gigabytes each; kept to the end of the session they filled CI's
+    disk. A tree that cannot be removed (a mount a test left behind) is left and reported by pytest.
+    """
+    yield tmp_path
+    if request.node.stash.get(PASSED, False):
+        try:
+            remove_tree(tmp_path)
+        except OSError as e:
+            request.node.warn(pytest.PytestWarning(f"could not remove {tmp_path}: {e}"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -44,6 +64,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        item.stash[PASSED] = report.passed
     if os.environ.get("TDX_NO_SKIPS") == "1" and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         if "CAP_" in reason:  # a capability the host withholds (mknod), not something setup could install

@@ -9,15 +9,17 @@ names no host path. A tar is re-packed sorted; a UKI is copied as it is (its dis
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from tdxstore._fs import remove_tree
+from tdxstore._lock import FileLock
 from tdxstore.errors import TdxError
 from tdxstore.mkosi.config import ImageFormat
 from tdxstore.mkosi.run import run_mkosi
@@ -27,6 +29,7 @@ TOOLS = "tools"  # the `format` of the derivation that builds mkosi's tools tree
 ARTIFACT = {ImageFormat.TAR: "image.tar", ImageFormat.DIRECTORY: "image.tar", ImageFormat.UKI: "image.efi"}
 BUILDS_CONF = "mkosi.conf.d/90-tdx-builds.conf"
 TOOLS_CONF = "mkosi.conf.d/80-tdx-tools.conf"
+KEEP_CACHES = 4  # incremental caches kept per store (one per package set; LRU beyond)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +61,12 @@ def assemble(run: Run, out: Path, *, work: Path, cache_root: Path, log: IO[bytes
     config.chmod(0o755)
     _write_drop_ins(run, config)
     mlog = work / "mkosi.log"
+    key = _cache_key(config)
     try:
-        artifact = run_mkosi(run.mkosi, config, work / "output", cache_dir=cache_root / _cache_key(config),
-                             package_cache_dir=cache_root / "packages", workspace=work / "ws", log_path=mlog,
-                             force=run.fmt is None, output_name=TOOLS if run.fmt is None else "image")
+        with incremental_cache(cache_root, key) as cache_dir:
+            artifact = run_mkosi(run.mkosi, config, work / "output", cache_dir=cache_dir,
+                                 package_cache_dir=cache_root / "packages", workspace=work / "ws", log_path=mlog,
+                                 force=run.fmt is None, output_name=TOOLS if run.fmt is None else "image")
     except TdxError as e:
         cause = e.hint if e.code != "mkosi-failed" and e.hint else None
         e.hint = f"{cause}; full log: {log_name}" if cause else f"read the full log: {log_name}"
@@ -111,3 +116,36 @@ def _cache_key(config: Path) -> str:
     for f in sorted(prepare.iterdir()) if prepare.is_dir() else []:
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     return f"incremental-{h.hexdigest()[:16]}"
+
+
+@contextlib.contextmanager
+def incremental_cache(cache_root: Path, key: str, *, keep: int = KEEP_CACHES) -> Iterator[Path]:
+    """The incremental cache `key`, held (shared lock) while mkosi uses it; the least recently used
+    caches beyond the newest `keep` are removed first, so a store that built many images does not keep
+    every one's cache (each is 0.3-2 GB). A cache in use by another build is never removed.
+    """
+    cache_dir = cache_root / key
+    lock = FileLock(cache_root / f"{key}.lock")
+    lock.acquire(shared=True)  # before mkdir: an eviction of `key` running now finishes first
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        os.utime(cache_dir)  # most recently used: this one
+        _evict(cache_root, keep, spare=key)
+        yield cache_dir
+    finally:
+        lock.release()
+
+
+def _evict(cache_root: Path, keep: int, *, spare: str) -> None:
+    caches = sorted((p for p in cache_root.glob("incremental-*") if p.is_dir()),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in caches[keep:]:
+        if old.name == spare:
+            continue
+        lock = FileLock(cache_root / f"{old.name}.lock")
+        if not lock.acquire(blocking=False):  # another build is using it
+            continue
+        try:
+            remove_tree(old)
+        finally:
+            lock.release()
