@@ -3,13 +3,15 @@
 `build_graph` walks a derivation's inputs and roots (no store access, nothing built) and gives
 one node per path, inputs before their users. A node is `built` (a derivation ran), `source` or
 `binary` (a fixed-output fetch: `.deb` files and fetches marked `kind=binary` are binaries, other
-fetches sources) or `added` (a path put into the store as bytes, by no derivation). Rendering as
+fetches sources) or `added` (a path put into the store as bytes, by no derivation); `expand` lets
+a caller with a store go on below a path that was realised separately. Rendering as
 text or Graphviz dot is deterministic, so an auditor can diff two graphs.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -44,19 +46,34 @@ def _kind(drv: Derivation) -> NodeKind:
     return NodeKind.BINARY if drv.name.endswith(".deb") else NodeKind.SOURCE
 
 
-def build_graph(target: Derivation) -> tuple[Node, ...]:
+#: Given a plain store path, the derivation that built it when that is known (a store's recorded
+#: deriver), else None: the graph then goes on below paths that were realised on their own.
+Expand = Callable[[StorePath], Derivation | None]
+
+
+def build_graph(target: Derivation, expand: Expand | None = None) -> tuple[Node, ...]:
     """Every path behind `target` (itself last), each once, inputs before the paths built from them."""
     nodes: dict[StorePath, Node] = {}
-    for drv in target.walk():
-        deps = [*drv.inputs, *([drv.root] if drv.root is not None else [])]
-        for dep in deps:
-            if isinstance(dep, StorePath) and dep not in nodes:
-                nodes[dep] = Node(dep, NodeKind.ADDED)
-        kind = _kind(drv)
-        inputs = tuple(sorted({(i.out if isinstance(i, Derivation) else i) for i in drv.inputs},
-                              key=lambda p: p.base_name))
-        nodes[drv.out] = Node(drv.out, kind, drv.drv_path, drv.root_path,
-                              () if kind is not NodeKind.BUILT else inputs)
+
+    def visit(top: Derivation) -> None:
+        for drv in top.walk():
+            if drv.out in nodes:
+                continue
+            deps = [*drv.inputs, *([drv.root] if drv.root is not None else [])]
+            for dep in deps:
+                if isinstance(dep, StorePath) and dep not in nodes:
+                    below = expand(dep) if expand is not None else None
+                    if below is not None and below.out == dep:
+                        visit(below)
+                    else:
+                        nodes[dep] = Node(dep, NodeKind.ADDED)
+            kind = _kind(drv)
+            inputs = tuple(sorted({(i.out if isinstance(i, Derivation) else i) for i in drv.inputs},
+                                  key=lambda p: p.base_name))
+            nodes[drv.out] = Node(drv.out, kind, drv.drv_path, drv.root_path,
+                                  () if kind is not NodeKind.BUILT else inputs)
+
+    visit(target)
     return tuple(nodes.values())
 
 

@@ -39,3 +39,17 @@ def test_rendering_matches_golden(name: str, render: object) -> None:
     if os.environ.get("TDX_UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+def test_a_root_given_as_a_path_is_followed_to_its_recorded_derivation() -> None:
+    from tdxstore.store.derivation import derivation
+
+    on_path = derivation("stage3", "/bin/sh", ["-c", "true"], root=graphchain.seed.out, inputs=[graphchain.src])
+    flat = {n.path.name: n.kind for n in build_graph(on_path)}
+    assert flat["seed"] is NodeKind.ADDED and "gcc-12_12.2.0_amd64.deb" not in flat
+    known = {graphchain.seed.out: graphchain.seed}
+    deep = build_graph(on_path, known.get)
+    kinds = {n.path.name: n.kind for n in deep}
+    assert kinds["seed"] is NodeKind.BUILT and kinds["gcc-12_12.2.0_amd64.deb"] is NodeKind.BINARY
+    assert [n.path.name for n in deep][-1] == "stage3"
+    assert len(deep) == len({n.path for n in deep})
