@@ -1,8 +1,8 @@
-"""`tdx.builders.go`: GoBuild (spec §4.1); GoFromSource is not available yet (tdxstore/builders/pending.py)."""
+"""`tdx.builders.go`: GoBuild and GoFromSource (spec §4.1), re-exported from tdxstore.builders."""
 
 from __future__ import annotations
 
 from tdxstore.builders.go import GoBuild
-from tdxstore.builders.pending import GoFromSource
+from tdxstore.builders.gosource import GoFromSource
 
 __all__ = ["GoBuild", "GoFromSource"]

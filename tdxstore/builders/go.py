@@ -4,7 +4,7 @@ Two derivations: the module cache (`go mod download`, fixed-output: its NAR hash
 the network is allowed and `go.sum` is the only verification of what the proxy served), then the
 build (offline, `GOPROXY=off`, `GOFLAGS=-mod=readonly`, `GOTOOLCHAIN=local`, `-trimpath -buildid=`),
 lowered to a script build on the caller's build root. The compiler is a store path holding a GOROOT
-(`bin/go`); it is never looked up on the host. No official release hash is pinned here yet.
+(`bin/go`), or a `GoFromSource` chain built on the seed; it is never looked up on the host.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tdxstore.builders.gosource import GoFromSource
 from tdxstore.builders.script import ScriptBuild, add_source, script_derivation
 from tdxstore.errors import BuildError
 from tdxstore.store.derivation import Derivation, FixedOutput, derivation
@@ -48,7 +49,7 @@ class GoBuild:
 
     src: str
     output: str
-    compiler: Derivation | StorePath | None = None
+    compiler: Derivation | StorePath | GoFromSource | None = None
     version: str | None = None
     ldflags: str = ""
     package: str = "."
@@ -74,17 +75,26 @@ class GoBuild:
                              "unpacked, or a Debian toolchain (tdxstore.packages.toolchain, DEBIAN_GO['1.22'])",
                              "go-version-unpinned")
             raise _error("official Go releases are not wired yet", "pass compiler=", "builder-unavailable")
-        if not isinstance(self.compiler, Derivation | StorePath):
+        if not isinstance(self.compiler, Derivation | StorePath | GoFromSource):
             raise _error(f"compiler= of GoBuild is {type(self.compiler).__name__}, not a store path",
-                         "pass a Derivation or StorePath holding bin/go", "invalid-build")
+                         "pass a Derivation or StorePath holding bin/go, or GoFromSource(...)", "invalid-build")
         if self.modules_hash is not None:
             object.__setattr__(self, "_modules", FixedOutput(self.modules_hash, recursive=True))
         self.script  # noqa: B018 - validates name and output now, at the user's call
 
-    @property
-    def goroot(self) -> StorePath:
+    def compiler_on(self, root: Derivation | StorePath) -> Derivation | StorePath:
+        """The compiler as a store input: a `GoFromSource` becomes its chain's top derivation.
+
+        The chain builds on its own `root=` (the seed) when it has one, else on this build's root.
+        """
         assert self.compiler is not None
-        return self.compiler.out if isinstance(self.compiler, Derivation) else self.compiler
+        if isinstance(self.compiler, GoFromSource):
+            return self.compiler.derivation(self.compiler.root if self.compiler.root is not None else root)
+        return self.compiler
+
+    def goroot_on(self, root: Derivation | StorePath) -> StorePath:
+        compiler = self.compiler_on(root)
+        return compiler.out if isinstance(compiler, Derivation) else compiler
 
     @property
     def script(self) -> ScriptBuild:
@@ -113,8 +123,8 @@ class GoBuild:
                          "pass modules_hash='0'*64 once: the hash-mismatch error then shows the hash of the "
                          "module cache that go.sum verified; pin that", "go-modules-unpinned")
         return derivation(f"{self.name}-go-modules", "/bin/sh", ["-c", _DOWNLOAD], root=root,
-                          inputs=[src, self.compiler], fixed=self._modules, timeout=3600,  # type: ignore[list-item]
-                          env={"SRC": src.logical, "GOROOT": self.goroot.logical,
+                          inputs=[src, self.compiler_on(root)], fixed=self._modules, timeout=3600,
+                          env={"SRC": src.logical, "GOROOT": self.goroot_on(root).logical,
                                "GOPROXY": self.goproxy, "GOSUMDB": "off", "GOFLAGS": "-mod=mod -modcacherw",
                                "GOTOOLCHAIN": "local", "GOCACHE": "/build/gocache",
                                "PATH": "/usr/bin:/bin"})
@@ -123,10 +133,9 @@ class GoBuild:
         """The build derivation (with its module step as an input) on build root `root`."""
         src = add_source(store, self.src, self.name, base=base)
         modules = self.modules_derivation(store, src, root)
-        assert self.compiler is not None
-        inputs: list[Derivation | StorePath] = [self.compiler]
-        env = {"GOROOT": self.goroot.logical, "GOPROXY": "off", "GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local",
-               "GOSUMDB": "off", "GOCACHE": "/build/gocache", "GOPATH": "/build/gopath",
+        inputs: list[Derivation | StorePath] = [self.compiler_on(root)]
+        env = {"GOROOT": self.goroot_on(root).logical, "GOPROXY": "off", "GOFLAGS": "-mod=readonly",
+               "GOTOOLCHAIN": "local", "GOSUMDB": "off", "GOCACHE": "/build/gocache", "GOPATH": "/build/gopath",
                "CGO_ENABLED": "1" if self.cgo else "0"}
         if modules is not None:
             inputs.append(modules)

@@ -27,10 +27,6 @@ class _Pending:
                          code="builder-unavailable")
 
 
-class GoFromSource(_Pending):
-    facade = "tdx.builders.go"
-
-
 class RustBuild(_Pending):
     facade = "tdx.builders.rust"
 

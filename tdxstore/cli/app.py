@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show-derivation": ("tdxstore.cli.realise", "Print a derivation as readable JSON."),
     "why-depends": ("tdxstore.cli.realise", "Show a chain of references from PACKAGE to DEPENDENCY, and where "
                                             "each reference occurs."),
+    "graph": ("tdxstore.cli.graph", "Show the store paths behind TARGET, marking binary seeds, sources and built "
+                                    "outputs."),
     "fetch": ("tdxstore.cli.fetch", "Compute the hash of a URL, file or git ref, or download and verify it "
                                     "into the store."),
     "build": ("tdxstore.cli.image", "Build the image a TDXfile describes; print its store path."),

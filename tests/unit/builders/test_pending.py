@@ -8,7 +8,7 @@ import pytest
 
 from tdxstore.errors import BuildError
 
-FACADE = {"go": ["GoFromSource"], "rust": ["RustBuild"], "dotnet": ["DotnetBuild"]}
+FACADE = {"rust": ["RustBuild"], "dotnet": ["DotnetBuild"]}
 
 
 @pytest.mark.parametrize(("module", "name"), [(m, n) for m, names in FACADE.items() for n in names])

@@ -28,6 +28,8 @@ CASES = [
     (("log",), ["log", MISSING], 1, "is not valid in this store"),
     (("show-derivation",), ["show-derivation", MISSING + ".drv"], 1, "is not valid in this store"),
     (("why-depends",), ["why-depends", MISSING, MISSING], 1, "is not valid in this store"),
+    (("graph",), ["graph", MISSING + ".drv"], 1, "is not valid in this store"),
+    (("graph",), ["graph", "{tmp}/fetch.py", "--dot"], 0, "(source)"),
     (("realise",), ["realise", "{tmp}/fetch.py", "--dry-run"], 0, "x.tar"),
     (("realise",), ["realise", "{tmp}/pathroot.py"], 1, "root PosixPath"),
     (("fetch",), ["fetch", "--hash", "{tmp}/blob"], 0, "sha256:"),
