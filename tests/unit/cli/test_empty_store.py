@@ -46,6 +46,8 @@ CASES = [
     (("secrets", "list"), ["secrets", "list", "{tmp}"], 1, "no TDXfile"),
     (("secrets", "push"), ["secrets", "push", "--host", "127.0.0.1:9", "--key", "{tmp}/blob"], 1,
      "expected NAME=value"),
+    (("run",), ["run", "{tmp}/missing.efi"], 1, "no image or TDXfile at"),
+    (("run",), ["run", "{tmp}", "--port", "22"], 1, "holds neither a built image"),
 ]
 
 
