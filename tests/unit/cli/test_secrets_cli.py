@@ -65,12 +65,12 @@ def test_list_table_and_json(tmp_path: Path) -> None:
     table = tdx(tmp_path / "home", "secrets", "list", EXAMPLE)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0] == "delivery: vsock"
+    assert lines[0] == "delivery: ssh"
     assert lines[1].split() == ["NAME", "DESTINATION", "OWNER", "MODE", "DESCRIPTION"]
     assert lines[2].split()[:4] == ["API_KEY", "/etc/app/api-key", "app", "0400"]
     assert lines[2].endswith("API key of the monitoring service")
     doc = json.loads(tdx(tmp_path / "home", "secrets", "list", EXAMPLE, "--json").stdout)
-    assert doc["delivery"] == "vsock" and [s["name"] for s in doc["secrets"]] == ["API_KEY", "TLS_KEY"]
+    assert doc["delivery"] == "ssh" and [s["name"] for s in doc["secrets"]] == ["API_KEY", "TLS_KEY"]
     assert doc["secrets"][1] == {"name": "TLS_KEY", "dest": "/etc/app/tls.key", "owner": "app", "group": None,
                                  "mode": "0400", "description": "Private key of the HTTPS endpoint"}
 
