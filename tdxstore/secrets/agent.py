@@ -354,7 +354,14 @@ def relay(spec: str) -> int:
     if kind != "unix":
         raise SystemExit(f"tdx-secrets-agent: --relay {spec!r}: expected unix:PATH")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(where)
+        try:
+            sock.connect(where)
+        except OSError:
+            # The agent exits once every secret is present (or on its timeout): say so in the protocol,
+            # so the sender reports a refusal instead of a broken session.
+            os.write(1, b"ERR not-listening no secrets agent is listening: every declared secret was "
+                        b"delivered already, or the agent timed out waiting\n")
+            return 1
 
         def upstream() -> None:
             while chunk := os.read(0, 65536):

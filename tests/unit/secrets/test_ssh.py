@@ -142,3 +142,11 @@ def test_fingerprint_from_a_console_log(tmp_path: Path) -> None:
     with pytest.raises(SecretError) as e:
         parse_fingerprint("MD5:aa:bb")
     assert e.value.code == "bad-fingerprint"
+
+
+def test_a_second_push_after_the_agent_finished_is_a_refusal(guest: Guest) -> None:
+    push_ssh("127.0.0.1", guest.port, dict(VALUES), guest.host_fp, identity=guest.identity)
+    assert guest.agent.wait(20) == 0
+    with pytest.raises(SecretError) as e:
+        push_ssh("127.0.0.1", guest.port, dict(VALUES), guest.host_fp, identity=guest.identity)
+    assert e.value.code == "agent-not-listening" and "delivered already" in e.value.message
