@@ -27,11 +27,11 @@ DEFAULT_CPU = "qemu64,-cx16"
 
 
 def qemu_argv(uki: Path, vars_copy: Path, *, memory_mb: int, accel: str = "tcg", cpu: str = DEFAULT_CPU,
-              ovmf_code: Path = OVMF_CODE, extra: Sequence[str] = ()) -> list[str]:
+              ovmf_code: Path = OVMF_CODE, extra: Sequence[str] = (), nic: str = "none") -> list[str]:
     """The QEMU command line (pure): q35, OVMF as pflash, the UKI as `-kernel`, serial on stdout."""
     return [
         "qemu-system-x86_64", "-machine", "q35", "-accel", accel, "-cpu", cpu, "-smp", "1",
-        "-m", str(memory_mb), "-nodefaults", "-no-reboot", "-display", "none", "-nic", "none",
+        "-m", str(memory_mb), "-nodefaults", "-no-reboot", "-display", "none", "-nic", nic,
         "-serial", "stdio", "-monitor", "none",
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={os.fspath(ovmf_code)}",
         "-drive", f"if=pflash,format=raw,unit=1,file={os.fspath(vars_copy)}",

@@ -42,6 +42,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                   "fetches) in tdx.lock."),
     "module": ("tdxstore.cli.module", "Develop modules: content hash, API check, scaffold."),
     "secrets": ("tdxstore.cli.secrets", "Show an image's declared secrets; deliver their values to a running VM."),
+    "run": ("tdxstore.cli.run", "Boot a built image (or build a TDXfile first) under QEMU with OVMF; show its "
+                                "serial console."),
 }
 # Plain click help, as mkosi's and Nix's: typer's rich panels print "<bool>" after every flag, and rich
 # costs 0.1 s to import.

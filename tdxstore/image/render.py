@@ -18,8 +18,7 @@ from tdxstore.image.model.image import UNIT_DIR, Image
 from tdxstore.image.model.kernel import kernel_package
 from tdxstore.image.model.service import unit_text
 from tdxstore.image.model.user import create_lines, group_lines
-from tdxstore.image.secrets import PACKAGES as SECRETS_PACKAGES
-from tdxstore.image.secrets import READY_TARGET, secrets_tree
+from tdxstore.image.secrets import READY_TARGET, secrets_config, secrets_packages, secrets_tree
 from tdxstore.mkosi.config import SLIM_PACKAGE, TOOLS_SANDBOX_DIR, ImageFormat, Settings, base_config, conf_text
 from tdxstore.store.path import STORE_DIR
 
@@ -52,6 +51,7 @@ def render(image: Image, settings: Settings, *, format: ImageFormat | str | None
     out.update(extra_tree(image))
     out.update(postinst_scripts(image, source_date_epoch))
     out.update(hook_scripts(image, store_view=store_view))
+    out.update(secrets_config(image))
     return dict(sorted(out.items()))
 
 
@@ -61,7 +61,7 @@ def image_packages(image: Image, fmt: ImageFormat) -> list[str]:
     if image.services or image.secrets:
         packages.add("systemd")
     if image.secrets:
-        packages.update(SECRETS_PACKAGES)  # the agent is a python3-minimal program
+        packages.update(secrets_packages(image))  # the agent is a python3-minimal program; sshd for ssh
     if image.users:
         packages.add("passwd")  # useradd/groupadd for the users postinst (not in Debian's essential set)
     if fmt.bootable:

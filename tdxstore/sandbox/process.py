@@ -21,6 +21,10 @@ from tdxstore.errors import CommandError
 
 log = logging.getLogger(__name__)
 
+# For callers of popen(), which may not import subprocess themselves.
+PIPE = subprocess.PIPE
+TimeoutExpired = subprocess.TimeoutExpired
+
 # Variables a host tool may legitimately need from the caller's environment.
 HOST_ENV_ALLOW = (
     "PATH", "LANG", "LC_ALL", "TERM", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR",

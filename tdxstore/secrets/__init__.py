@@ -25,6 +25,14 @@ from tdxstore.secrets.manifest import (
     manifest_json,
     parse_env,
 )
+from tdxstore.secrets.ssh import (
+    FINGERPRINT_MARKER,
+    SSH_PORT,
+    fingerprint,
+    fingerprint_from_console,
+    parse_fingerprint,
+    push_ssh,
+)
 
 AGENT_FILE = Path(__file__).with_name("agent.py")
 
@@ -33,6 +41,7 @@ def agent_source() -> bytes:
     return AGENT_FILE.read_bytes()
 
 
-__all__ = ["AGENT_FILE", "AGENT_PATH", "DEFAULT_PORT", "MANIFEST_PATH", "PushResult", "SecretEntry",
-           "agent_source", "default_dest", "manifest_json", "parse_env", "parse_host", "push", "push_tcp",
+__all__ = ["AGENT_FILE", "AGENT_PATH", "DEFAULT_PORT", "FINGERPRINT_MARKER", "MANIFEST_PATH", "SSH_PORT",
+           "PushResult", "SecretEntry", "agent_source", "default_dest", "fingerprint", "fingerprint_from_console",
+           "manifest_json", "parse_env", "parse_fingerprint", "parse_host", "push", "push_ssh", "push_tcp",
            "push_vsock", "refuse_undeclared"]

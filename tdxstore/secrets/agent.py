@@ -11,6 +11,7 @@ socket, vsock, or ssh stdin/stdout).
 
 from __future__ import annotations
 
+import binascii
 import os
 import socket
 import sys
@@ -240,6 +241,8 @@ def serve(sock: socket.socket, root: str, manifest: dict[str, dict[str, str]], t
             conn, _ = sock.accept()
         except TimeoutError:
             continue
+        # The file objects hold the socket open past `with conn` (socket._io_refs): close them too, or a
+        # refused sender (an ssh relay) never sees the end of the connection.
         with conn:
             conn.settimeout(30)
             rfile, wfile = conn.makefile("rb"), conn.makefile("wb")
@@ -247,6 +250,99 @@ def serve(sock: socket.socket, root: str, manifest: dict[str, dict[str, str]], t
                 complete = session(rfile, wfile, root, manifest, redeliver)
             except OSError as e:
                 sys.stderr.write(f"tdx-secrets-agent: connection dropped: {e.strerror or e}\n")
+            finally:
+                rfile.close()
+                try:  # noqa: SIM105 (contextlib is not in python3-minimal's import budget)
+                    wfile.close()
+                except OSError:
+                    pass
+    sys.stderr.write(f"tdx-secrets-agent: all {len(manifest)} secrets present\n")
+    notify_ready()
+    return 0
+
+
+def parse_script_output(data: bytes) -> dict[str, bytes]:
+    """`NAME=value` or `NAME:base64=DATA` lines (blank and `#` lines skipped); errors name a line, never a value."""
+    values: dict[str, bytes] = {}
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip() or line.startswith(b"#"):
+            continue
+        key, sep, value = line.partition(b"=")
+        name, _, encoding = key.decode("ascii", "replace").partition(":")
+        if not sep or encoding not in ("", "base64") or not name.isidentifier() or not name.isascii():
+            raise Refused("protocol", f"fetch script output line {number}: expected NAME=value or NAME:base64=DATA")
+        if encoding:
+            try:
+                value = binascii.a2b_base64(value)
+            except binascii.Error:
+                raise Refused("protocol", f"fetch script output line {number}: {name}'s base64 is malformed") from None
+        if name in values:
+            raise Refused("duplicate", f"secret {name} is given twice by the fetch script")
+        values[name] = value
+    return values
+
+
+def script_argv(path: str) -> list[str]:
+    """What the kernel would run for `path`: its `#!` interpreter (one optional argument), else /bin/sh.
+
+    The script is shipped as a plain file (mode 0644), so it is not exec'd directly.
+    """
+    with open(path, "rb") as f:
+        first = f.readline(256)
+    if first.startswith(b"#!"):
+        words = first[2:].decode("utf-8", "replace").strip().split(None, 1)
+        if words:
+            return [*words, path]
+    return ["/bin/sh", path]
+
+
+def run_script(path: str) -> bytes:
+    """Run the fetch script with stdin on /dev/null and collect its stdout (its stderr goes to the journal)."""
+    argv = script_argv(path)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: only exec or _exit, never return into the agent
+        try:
+            os.close(r)
+            os.dup2(w, 1)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    os.close(w)
+    chunks, total = [], 0
+    with open(r, "rb", buffering=0) as out:
+        while chunk := out.read(65536):
+            total += len(chunk)
+            if total > 2 * MAX_VALUE:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise Refused("too-large", f"the fetch script wrote more than {2 * MAX_VALUE} bytes")
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise Refused("script-failed", f"the fetch script {path} exited with status "
+                                       f"{os.waitstatus_to_exitcode(status)}")
+    return b"".join(chunks)
+
+
+def fetch(path: str, root: str, manifest: dict[str, dict[str, str]], redeliver: bool) -> int:
+    """`script` delivery: run the image's fetch script once; its output obeys the rules of a delivery."""
+    try:
+        values = parse_script_output(run_script(path))
+        check(values, manifest, present(root, manifest), redeliver, root)
+        for name in sorted(values):
+            write_secret(root, manifest[name], values[name])
+    except Refused as e:
+        sys.stderr.write(f"tdx-secrets-agent: {e.code}: {e.message}; nothing was written; "
+                         "secrets-ready.target will not be reached\n")
+        return 1
+    missing = sorted(set(manifest) - present(root, manifest))
+    if missing:
+        sys.stderr.write(f"tdx-secrets-agent: the fetch script gave no value for {', '.join(missing)}; "
+                         "secrets-ready.target will not be reached\n")
+        return 1
     sys.stderr.write(f"tdx-secrets-agent: all {len(manifest)} secrets present\n")
     notify_ready()
     return 0
@@ -258,7 +354,14 @@ def relay(spec: str) -> int:
     if kind != "unix":
         raise SystemExit(f"tdx-secrets-agent: --relay {spec!r}: expected unix:PATH")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(where)
+        try:
+            sock.connect(where)
+        except OSError:
+            # The agent exits once every secret is present (or on its timeout): say so in the protocol,
+            # so the sender reports a refusal instead of a broken session.
+            os.write(1, b"ERR not-listening no secrets agent is listening: every declared secret was "
+                        b"delivered already, or the agent timed out waiting\n")
+            return 1
 
         def upstream() -> None:
             while chunk := os.read(0, 65536):
@@ -272,8 +375,10 @@ def relay(spec: str) -> int:
 
 
 USAGE = """usage: tdx-secrets-agent [--manifest PATH] [--root DIR] [--timeout SECONDS] [--redeliver]
-                         (--listen tcp:HOST:PORT|unix:PATH|vsock:PORT | --stdio | --relay unix:PATH)"""
-_VALUED = ("--manifest", "--root", "--listen", "--relay", "--timeout")
+                         (--listen tcp:HOST:PORT|unix:PATH|vsock:PORT | --stdio | --relay unix:PATH
+                          | --script PATH)"""
+_VALUED = ("--manifest", "--root", "--listen", "--relay", "--timeout", "--script")
+_MODES = ("--listen", "--stdio", "--relay", "--script")
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
@@ -290,8 +395,8 @@ def parse_args(argv: list[str]) -> dict[str, str]:
             args[word] = "yes"
         else:
             raise SystemExit(f"tdx-secrets-agent: unknown argument {word!r}\n{USAGE}")
-    if sum(k in args for k in ("--listen", "--stdio", "--relay")) != 1:
-        raise SystemExit(f"tdx-secrets-agent: give exactly one of --listen, --stdio, --relay\n{USAGE}")
+    if sum(k in args for k in _MODES) != 1:
+        raise SystemExit(f"tdx-secrets-agent: give exactly one of {', '.join(_MODES)}\n{USAGE}")
     return args
 
 
@@ -303,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     root, redeliver = args["--root"], "--redeliver" in args
     if "--stdio" in args:
         return 0 if session(sys.stdin.buffer, sys.stdout.buffer, root, manifest, redeliver) else 1
+    if "--script" in args:
+        return fetch(args["--script"], root, manifest, redeliver)
     timeout = float(args["--timeout"])
     with listener(args["--listen"]) as sock:
         name = sock.getsockname()

@@ -165,7 +165,7 @@ def test_declared_secrets_reach_the_configuration_and_only_gaps_are_warned(tmp_p
     ssh = tdx(tmp_path / "home", "build", tmp_path / "TDXfile", "--dry-run")
     warnings = [line for line in ssh.stderr.splitlines() if line.startswith("warning: ")]
     assert ssh.rc == 0 and len(warnings) == 1, str(ssh)
-    assert "secret delivery 'ssh' (the default)" in warnings[0] and "ssh server side" in warnings[0]
+    assert "secret delivery 'ssh' (the default)" in warnings[0] and "authorized_keys=" in warnings[0]
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "TDXfile").write_text('from tdx import Image\nimage = Image("p", format="tar")\n')

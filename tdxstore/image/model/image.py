@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from tdxstore.errors import ConflictError, ImageError
 from tdxstore.image.model import _validate
 from tdxstore.image.model.callsite import CallSite, caller_site
-from tdxstore.image.model.files import FileEntry, read_source, render_template, resolve_source
+from tdxstore.image.model.files import FileEntry, read_source, render_template
 from tdxstore.image.model.hooks import Hook, Phase
 from tdxstore.image.model.kernel import KernelSettings
 from tdxstore.image.model.secret import Secret, SecretDelivery
@@ -293,13 +293,30 @@ class Image:
                                 "secrets are placed at runtime; drop the file")
         self._secrets[name] = new
 
-    def secret_delivery(self, method: str, fetch_script: str | Path | None = None) -> None:
-        """Choose how secrets reach the VM: 'ssh', 'vsock', or 'script' with `fetch_script=`."""
+    def secret_delivery(self, method: str, fetch_script: str | Path | None = None,
+                        authorized_keys: str | Path | Sequence[str] | None = None) -> None:
+        """Choose how secrets reach the VM: 'ssh', 'vsock', or 'script' with `fetch_script=`.
+
+        `authorized_keys` (ssh): a public key file (relative to the TDXfile) or key lines: who may deliver.
+        """
         site = caller_site()
-        script = None
+        script, body = None, b""
         if fetch_script is not None:
-            script = str(resolve_source(fetch_script, self.directory, "fetch_script"))
-        new = SecretDelivery(method, script, site)  # type: ignore[arg-type]
+            body, script = read_source(fetch_script, self.directory)
+        new = SecretDelivery(method, script, site, _public_keys(authorized_keys, self.directory),  # type: ignore[arg-type]
+                             body)
         if self._delivery is not None and self._delivery != new:
             raise _conflict("secret delivery is chosen twice", self._delivery.site, site, "choose it once")
         self._delivery = new
+
+
+def _public_keys(value: str | Path | Sequence[str] | None, directory: Path) -> tuple[str, ...]:
+    """Key lines given inline (a string that starts like a key, or a list), or read from a .pub file."""
+    if value is None:
+        return ()
+    if isinstance(value, str) and value.startswith(("ssh-", "ecdsa-", "sk-")):
+        value = [value]
+    if isinstance(value, (str, Path)):
+        data, _ = read_source(value, directory)
+        value = data.decode("utf-8", "replace").splitlines()
+    return tuple(line.strip() for line in value if line.strip() and not line.lstrip().startswith("#"))

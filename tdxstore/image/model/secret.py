@@ -16,6 +16,9 @@ from tdxstore.image.model import _validate
 from tdxstore.image.model.callsite import CallSite
 
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# An OpenSSH public key line without options: type, base64 blob, optional comment (sshd(8) AUTHORIZED_KEYS).
+_PUBLIC_KEY = re.compile(r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+) [A-Za-z0-9+/]+={0,3}"
+                         r"( [^\n\0]*)?$")
 
 
 class DeliveryMethod(StrEnum):
@@ -53,11 +56,14 @@ class Secret:
 
 @dataclass(frozen=True, slots=True)
 class SecretDelivery:
-    """How secrets reach the VM; `fetch_script` (absolute host path) only with method 'script'."""
+    """How secrets reach the VM; `fetch_script` (absolute host path) and its bytes only with method 'script';
+    `authorized_keys` (public key lines: who may deliver) only with 'ssh'."""
 
     method: DeliveryMethod
     fetch_script: str | None = None
     site: CallSite = field(default=CallSite("<unknown>", 0), compare=False)
+    authorized_keys: tuple[str, ...] = ()
+    script: bytes = b""
 
     def __post_init__(self) -> None:
         try:
@@ -70,3 +76,11 @@ class SecretDelivery:
             raise ImageError("fetch_script= is required with secret_delivery('script') and only there",
                              hint="secret_delivery('script', fetch_script='./scripts/fetch-secrets.sh')",
                              code="invalid-value")
+        if self.authorized_keys and self.method is not DeliveryMethod.SSH:
+            raise ImageError("authorized_keys= goes with secret_delivery('ssh') only",
+                             hint="secret_delivery('ssh', authorized_keys='./deliver.pub')", code="invalid-value")
+        for line in self.authorized_keys:
+            if not isinstance(line, str) or not _PUBLIC_KEY.match(line):
+                raise ImageError(f"authorized key {str(line)[:40]!r} is not an OpenSSH public key line",
+                                 hint="give the contents of a .pub file ('ssh-ed25519 AAAA... comment'), "
+                                      "without options: tdx adds the forced command", code="invalid-value")

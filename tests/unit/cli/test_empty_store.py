@@ -44,10 +44,12 @@ CASES = [
     (("module", "hash"), ["module", "hash", "{tmp}"], 0, "sha256:"),
     (("module", "validate"), ["module", "validate", "{tmp}"], 1, "holds no Python package"),
     (("module", "new"), ["module", "new", "tdx-x", "--dir", "{tmp}/new"], 0, "tdx-x"),
-    (("secrets", "list"), ["secrets", "list", "{repo}/examples/secrets"], 0, "delivery: vsock"),
+    (("secrets", "list"), ["secrets", "list", "{repo}/examples/secrets"], 0, "delivery: ssh"),
     (("secrets", "list"), ["secrets", "list", "{tmp}"], 1, "no TDXfile"),
     (("secrets", "push"), ["secrets", "push", "--host", "127.0.0.1:9", "--key", "{tmp}/blob"], 1,
      "expected NAME=value"),
+    (("run",), ["run", "{tmp}/missing.efi"], 1, "no image or TDXfile at"),
+    (("run",), ["run", "{tmp}", "--port", "22"], 1, "holds neither a built image"),
 ]
 
 

@@ -65,12 +65,12 @@ def test_list_table_and_json(tmp_path: Path) -> None:
     table = tdx(tmp_path / "home", "secrets", "list", EXAMPLE)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0] == "delivery: vsock"
+    assert lines[0] == "delivery: ssh"
     assert lines[1].split() == ["NAME", "DESTINATION", "OWNER", "MODE", "DESCRIPTION"]
     assert lines[2].split()[:4] == ["API_KEY", "/etc/app/api-key", "app", "0400"]
     assert lines[2].endswith("API key of the monitoring service")
     doc = json.loads(tdx(tmp_path / "home", "secrets", "list", EXAMPLE, "--json").stdout)
-    assert doc["delivery"] == "vsock" and [s["name"] for s in doc["secrets"]] == ["API_KEY", "TLS_KEY"]
+    assert doc["delivery"] == "ssh" and [s["name"] for s in doc["secrets"]] == ["API_KEY", "TLS_KEY"]
     assert doc["secrets"][1] == {"name": "TLS_KEY", "dest": "/etc/app/tls.key", "owner": "app", "group": None,
                                  "mode": "0400", "description": "Private key of the HTTPS endpoint"}
 
@@ -136,3 +136,18 @@ def test_unreachable_host_and_bad_arguments(tmp_path: Path) -> None:
     assert "--host 'x:y' is not HOST or HOST:PORT" in one_error(
         tdx(tmp_path / "home", "secrets", "push", "--host", "x:y", "--key", key))
     assert "exactly one of --host" in one_error(tdx(tmp_path / "home", "secrets", "push", "--key", key))
+
+
+def test_ssh_options_are_checked_before_anything_is_read_or_sent(tmp_path: Path) -> None:
+    key = secrets_file(tmp_path, "API_KEY=v\n")
+    fp = "SHA256:" + "A" * 43
+    push = ("secrets", "push", "--key", key)
+    assert "is not an OpenSSH SHA-256 fingerprint" in one_error(
+        tdx(tmp_path / "home", *push, "--host", "127.0.0.1:1", "--host-key", "MD5:00"))
+    assert "--host-key goes with --host" in one_error(tdx(tmp_path / "home", *push, "--vsock", "3", "--host-key", fp))
+    assert "one of --host-key and --host-key-from" in one_error(
+        tdx(tmp_path / "home", *push, "--host", "h", "--host-key", fp, "--host-key-from", key))
+    assert "shows no ssh host key fingerprint" in one_error(
+        tdx(tmp_path / "home", *push, "--host", "127.0.0.1:1", "--host-key-from", key))
+    assert "no ssh server answers at 127.0.0.1:1" in one_error(
+        tdx(tmp_path / "home", *push, "--host", "127.0.0.1:1", "--host-key", fp))

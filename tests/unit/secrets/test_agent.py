@@ -222,7 +222,7 @@ def test_stdio_session_for_ssh(tmp_path: Path) -> None:
 # /usr/bin/python3.11 such as _socket, select, math, array). json, argparse's gettext and typing's
 # _typing are in libpython3.11-stdlib, which a secrets image does not install.
 MINIMAL = {"__future__", "_abc", "_codecs", "_collections", "_collections_abc", "_frozen_importlib_external",
-           "_functools", "_io", "_operator", "_signal", "_socket", "_stat", "_weakrefset", "abc", "array",
+           "_functools", "_io", "_operator", "_signal", "_socket", "_stat", "_weakrefset", "abc", "array", "binascii",
            "codecs", "collections", "collections.abc", "encodings", "encodings.aliases", "encodings.utf_8",
            "enum", "errno", "functools", "genericpath", "io", "itertools", "keyword", "marshal", "math",
            "operator", "os", "posix", "posixpath", "reprlib", "select", "selectors", "socket", "stat",
@@ -239,3 +239,54 @@ def test_agent_imports_only_what_python3_minimal_ships(tmp_path: Path) -> None:
     imported = {line.split("|")[2].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     imported -= {"package", "imported package"}
     assert imported and imported <= MINIMAL, sorted(imported - MINIMAL)
+
+
+def run_script_agent(tmp_path: Path, script: str) -> tuple[int, str, bytes | None, Path]:
+    """`--script`: the agent runs the fetch script once (through its #! line) and applies its output."""
+    root = make_root(tmp_path)
+    manifest = tmp_path / "manifest.txt"
+    manifest.write_bytes(manifest_json(ENTRIES, "script"))
+    path = tmp_path / "fetch-secrets"
+    path.write_text(script)  # mode 0644, as the image ships it
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(tmp_path / "notify"))
+        notify.settimeout(0.2)
+        proc = subprocess.run([sys.executable, str(AGENT_FILE), "--manifest", str(manifest), "--root", str(root),
+                               "--script", str(path)], capture_output=True, text=True, timeout=30,
+                              env={"PATH": "/usr/bin:/bin", "NOTIFY_SOCKET": str(tmp_path / "notify")})
+        try:
+            ready: bytes | None = notify.recv(4096)
+        except TimeoutError:
+            ready = None
+    assert proc.stdout == ""
+    return proc.returncode, proc.stderr, ready, root
+
+
+def test_script_delivery_writes_every_secret_and_signals_ready(tmp_path: Path) -> None:
+    import base64
+
+    cert = base64.b64encode(VALUES["TLS_CERT"]).decode()
+    rc, log, ready, root = run_script_agent(
+        tmp_path, f"#!/bin/sh\n# fetch from somewhere\necho 'API_KEY=k3y'\necho 'TLS_CERT:base64={cert}'\n"
+                  "echo TOKEN=t0ken\necho fetched >&2\n")
+    assert rc == 0 and ready is not None and b"READY=1" in ready, log
+    assert (root / "etc/app/api-key").read_bytes() == b"k3y" and os.stat(root / "etc/app/api-key").st_uid == 1234
+    assert (root / "etc/ssl/app.pem").read_bytes() == VALUES["TLS_CERT"]
+    assert os.stat(root / "etc/ssl/app.pem").st_mode & 0o7777 == 0o440
+    assert "all 3 secrets present" in log and "k3y" not in log and "t0ken" not in log
+
+
+@pytest.mark.parametrize(("script", "expect"), [
+    ("#!/bin/sh\necho API_KEY=a\necho OTHER=b\necho TOKEN=t\necho TLS_CERT=c\n",
+     "undeclared: not declared by the image: OTHER; nothing was written"),
+    ("#!/bin/sh\necho API_KEY=a\n", "the fetch script gave no value for TLS_CERT, TOKEN"),
+    ("#!/bin/sh\necho API_KEY=s3cr3t\nexit 3\n", "exited with status 3"),
+    ("echo API_KEY=s3cr3t\necho 'not a line'\n", "fetch script output line 2: expected NAME=value"),
+    ("#!/bin/sh\necho API_KEY=\necho TLS_CERT=c\necho TOKEN=t\n", "empty-value: empty value for API_KEY"),
+])
+def test_script_delivery_refusals(tmp_path: Path, script: str, expect: str) -> None:
+    rc, log, ready, root = run_script_agent(tmp_path, script)
+    assert rc == 1 and ready is None and expect in log, log
+    assert "secrets-ready.target will not be reached" in log and "s3cr3t" not in log
+    if "gave no value" not in expect:
+        assert not (root / "etc/app").exists()
