@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tdxstore.builders.script import ScriptBuild, add_source, script_derivation
+from tdxstore.builders.toolchain import DebianToolchain
 from tdxstore.errors import BuildError
 from tdxstore.store.derivation import Derivation, FixedOutput, derivation
 from tdxstore.store.path import StorePath
@@ -48,7 +49,7 @@ class GoBuild:
 
     src: str
     output: str
-    compiler: Derivation | StorePath | None = None
+    compiler: Derivation | StorePath | DebianToolchain | None = None
     version: str | None = None
     ldflags: str = ""
     package: str = "."
@@ -70,21 +71,39 @@ class GoBuild:
                 known = ", ".join(sorted(v for v, _ in OFFICIAL_RELEASES)) or "none"
                 raise _error(f"Go {self.version or '(no version)'} for {self.arch} has no pinned release hash "
                              f"(pinned: {known})",
-                             "pass compiler= a store path holding a GOROOT: fetch(<go tarball>, sha256=...) "
-                             "unpacked, or a Debian toolchain (tdxstore.packages.toolchain, DEBIAN_GO['1.22'])",
+                             "pass compiler= a store path holding a GOROOT (a fetch() of a Go tarball, unpacked), "
+                             "or Debian's Go: compiler=debian_go('1.22') (from tdx.builders.go)",
                              "go-version-unpinned")
             raise _error("official Go releases are not wired yet", "pass compiler=", "builder-unavailable")
-        if not isinstance(self.compiler, Derivation | StorePath):
+        if not isinstance(self.compiler, Derivation | StorePath | DebianToolchain):
             raise _error(f"compiler= of GoBuild is {type(self.compiler).__name__}, not a store path",
-                         "pass a Derivation or StorePath holding bin/go", "invalid-build")
+                         "pass a Derivation or StorePath holding bin/go, or debian_go('1.22')", "invalid-build")
         if self.modules_hash is not None:
             object.__setattr__(self, "_modules", FixedOutput(self.modules_hash, recursive=True))
         self.script  # noqa: B018 - validates name and output now, at the user's call
 
     @property
+    def root_packages(self) -> tuple[str, ...]:
+        """The Debian packages its build root must hold: build-essential plus `build_deps`, sorted."""
+        return self.script.root_packages
+
+    @property
+    def image_paths(self) -> tuple[str, ...]:
+        return (self.output,)
+
+    @property
     def goroot(self) -> StorePath:
-        assert self.compiler is not None
+        if isinstance(self.compiler, DebianToolchain) or self.compiler is None:
+            raise _error(f"the Debian toolchain {getattr(self.compiler, 'name', '?')!r} of Go build {self.name!r} "
+                         "is not realised yet", "build it through `tdx build`/`tdx realise`, which lock and "
+                         "realise declared toolchains", "toolchain-unrealised")
         return self.compiler.out if isinstance(self.compiler, Derivation) else self.compiler
+
+    @property
+    def _compiler_input(self) -> Derivation | StorePath:
+        self.goroot  # noqa: B018 - refuses an unrealised toolchain
+        assert isinstance(self.compiler, Derivation | StorePath)
+        return self.compiler
 
     @property
     def script(self) -> ScriptBuild:
@@ -113,7 +132,7 @@ class GoBuild:
                          "pass modules_hash='0'*64 once: the hash-mismatch error then shows the hash of the "
                          "module cache that go.sum verified; pin that", "go-modules-unpinned")
         return derivation(f"{self.name}-go-modules", "/bin/sh", ["-c", _DOWNLOAD], root=root,
-                          inputs=[src, self.compiler], fixed=self._modules, timeout=3600,  # type: ignore[list-item]
+                          inputs=[src, self._compiler_input], fixed=self._modules, timeout=3600,
                           env={"SRC": src.logical, "GOROOT": self.goroot.logical,
                                "GOPROXY": self.goproxy, "GOSUMDB": "off", "GOFLAGS": "-mod=mod -modcacherw",
                                "GOTOOLCHAIN": "local", "GOCACHE": "/build/gocache",
@@ -123,8 +142,7 @@ class GoBuild:
         """The build derivation (with its module step as an input) on build root `root`."""
         src = add_source(store, self.src, self.name, base=base)
         modules = self.modules_derivation(store, src, root)
-        assert self.compiler is not None
-        inputs: list[Derivation | StorePath] = [self.compiler]
+        inputs: list[Derivation | StorePath] = [self._compiler_input]
         env = {"GOROOT": self.goroot.logical, "GOPROXY": "off", "GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local",
                "GOSUMDB": "off", "GOCACHE": "/build/gocache", "GOPATH": "/build/gopath",
                "CGO_ENABLED": "1" if self.cgo else "0"}

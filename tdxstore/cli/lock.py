@@ -81,7 +81,16 @@ def lock_project(directory: Path, store: Store, *, update: frozenset[str] | None
     tdxfile = directory / TDXFILE_NAME
     if tdxfile.is_file():
         new = dataclasses.replace(new, fetches=_fetch_entries(tdxfile, paths, old))
+        new = _build_roots(tdxfile, paths, new, store)
     return old, new, paths
+
+
+def _build_roots(tdxfile: Path, paths: list[Path], new: Lockfile, store: Store) -> Lockfile:
+    """The `[build-root]` section for the TDXfile's builds (tdxstore/cli/builds.py)."""
+    from tdxstore.cli.builds import lock_build_roots
+    from tdxstore.image.tdxfile import load_tdxfile
+
+    return lock_build_roots(store, load_tdxfile(tdxfile, paths).builds, new)
 
 
 def lock_cmd(
