@@ -112,3 +112,17 @@ def lock_build_roots(store: Store, builds: Iterable[object], new: Lockfile) -> L
     old = from_section(new.extra.get(SECTION))
     roots = lock_roots(store, declared_mirrors(), requests, old) if requests else from_section(None)
     return with_section(new, roots)
+
+
+def section_changes(old: Lockfile | None, new: Lockfile) -> list[str]:
+    """Readable changes of the `[build-root]` section: `+`/`-` per request, `~` when its files changed."""
+    from tdxstore.packages.buildroot import SECTION, from_section
+
+    before = {r.request: r.pkgs.key for r in from_section(old.extra.get(SECTION) if old else None).roots}
+    after = {r.request: r.pkgs.key for r in from_section(new.extra.get(SECTION)).roots}
+    out = []
+    for req in sorted(before.keys() | after.keys(), key=lambda r: (r.prefix or "", r.name, *r.packages)):
+        sign = "+" if req not in before else "-" if req not in after else "~" if before[req] != after[req] else ""
+        if sign:
+            out.append(f"{sign} {req.describe()}")
+    return out

@@ -93,6 +93,12 @@ def _build_roots(tdxfile: Path, paths: list[Path], new: Lockfile, store: Store) 
     return lock_build_roots(store, load_tdxfile(tdxfile, paths).builds, new)
 
 
+def _build_root_changes(old: Lockfile | None, new: Lockfile) -> list[str]:
+    from tdxstore.cli.builds import section_changes
+
+    return section_changes(old, new)
+
+
 def lock_cmd(
     names: list[str] | None = typer.Argument(None, help="With --update: only these modules."),
     update: bool = typer.Option(False, "--update", help="Re-resolve all modules, or only the NAMES given."),
@@ -118,7 +124,7 @@ def lock_cmd(
         old, new, _ = lock_project(directory, store, update=wanted, index_url=index_url)
     finally:
         store.close()
-    changes = diff_locks(old, new)
+    changes = diff_locks(old, new) + _build_root_changes(old, new)
     for line in changes:
         print(line)
     lock_path = directory / LOCK_NAME

@@ -85,3 +85,18 @@ def test_the_section_survives_the_lock_codec_without_a_warning(caplog: pytest.Lo
     back = parse_lock(dump_lock(lock))
     assert from_section(back.extra[SECTION]) == _lock() and not caplog.records
     assert SECTION not in with_section(back, from_section(None)).extra
+
+
+def test_lock_changes_name_each_build_root() -> None:
+    from tdxstore.cli.builds import section_changes
+    from tdxstore.packages.buildroot import BuildRootLock
+    from tests.unit.packages.test_buildroot import _lock
+
+    empty = Lockfile("sha256:" + "0" * 64)
+    full = with_section(empty, _lock())
+    assert section_changes(None, full) == section_changes(empty, full) == [
+        "+ build root of [build-essential, libssl-dev]",
+        "+ toolchain go-1.22 (/usr/lib/go-1.22) of [golang-1.22-go/bookworm-backports]"]
+    fewer = with_section(empty, BuildRootLock(_lock().tools, _lock().roots[1:]))
+    assert section_changes(full, fewer) == ["- build root of [build-essential, libssl-dev]"]
+    assert section_changes(full, full) == []
