@@ -6,6 +6,10 @@ them). Rows: a warm `Lowering` + `realise` of the unchanged tree (add the source
 valid), the same after editing main.go (only the build derivation runs), and the baseline: Go's own
 `go build` of the same tree on the host with the same toolchain, flags and an empty GOCACHE (the
 sandbox build starts with an empty one too). Usage: python3 benchmarks/bench_builders.py
+
+Measured (2 cores, load ~8): lookup 2.0 s (0.16x bare), edit 19.7 s (1.57x), bare 12.5 s. Of the
+lookup, 1.5 s is `packages/repo.py:bootstrap_root` unpacking busybox for the root and the toolchain on
+every call, before the root's output is found valid.
 """
 
 from __future__ import annotations
