@@ -5,8 +5,8 @@ No logic lives here: every name is re-exported from `tdxstore`.
 
 from __future__ import annotations
 
+from tdxstore.builders.build import Build
 from tdxstore.builders.fetch import fetch, fetch_git, hash_of
-from tdxstore.builders.script import Build
 from tdxstore.image.model.image import Image
 from tdxstore.store.derivation import Derivation, FixedOutput, derivation
 from tdxstore.store.path import StorePath

@@ -1,7 +1,7 @@
-"""`tdx.builders.dotnet`: DotnetBuild (spec §7); not available yet, see tdxstore/builders/pending.py."""
+"""`tdx.builders.dotnet`: DotnetBuild (spec §4.3), refused: no .NET SDK is obtainable (tdxstore/builders/dotnet.py)."""
 
 from __future__ import annotations
 
-from tdxstore.builders.pending import DotnetBuild
+from tdxstore.builders.dotnet import DotnetBuild
 
 __all__ = ["DotnetBuild"]

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from tdxstore.builders.go import GoBuild
 from tdxstore.builders.gosource import GoFromSource
+from tdxstore.builders.toolchain import DebianToolchain, debian_go
 
-__all__ = ["GoBuild", "GoFromSource"]
+__all__ = ["DebianToolchain", "GoBuild", "GoFromSource", "debian_go"]

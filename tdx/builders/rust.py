@@ -1,7 +1,7 @@
-"""`tdx.builders.rust`: RustBuild (spec §7); not available yet, see tdxstore/builders/pending.py."""
+"""`tdx.builders.rust`: RustBuild (spec §4.2), cargo offline with Debian's rustc and crates."""
 
 from __future__ import annotations
 
-from tdxstore.builders.pending import RustBuild
+from tdxstore.builders.rust import RustBuild
 
 __all__ = ["RustBuild"]

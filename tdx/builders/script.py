@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tdxstore.builders.script import Build
+from tdxstore.builders.build import Build
 
 __all__ = ["Build"]

@@ -59,6 +59,10 @@ class CBuild:
     def root_packages(self) -> tuple[str, ...]:
         return self.script.root_packages
 
+    @property
+    def image_paths(self) -> tuple[str, ...]:
+        return self.script.image_paths
+
     def derivation_on(self, store: Store, root: Derivation | StorePath, *, base: Path | None = None) -> Derivation:
         """The derivation on build root `root`."""
         env: dict[str, str] = {}

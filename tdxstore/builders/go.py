@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tdxstore.builders.gosource import GoFromSource
 from tdxstore.builders.script import ScriptBuild, add_source, script_derivation
+from tdxstore.builders.toolchain import DebianToolchain
 from tdxstore.errors import BuildError
 from tdxstore.store.derivation import Derivation, FixedOutput, derivation
 from tdxstore.store.path import StorePath
@@ -49,7 +50,7 @@ class GoBuild:
 
     src: str
     output: str
-    compiler: Derivation | StorePath | GoFromSource | None = None
+    compiler: Derivation | StorePath | GoFromSource | DebianToolchain | None = None
     version: str | None = None
     ldflags: str = ""
     package: str = "."
@@ -71,26 +72,42 @@ class GoBuild:
                 known = ", ".join(sorted(v for v, _ in OFFICIAL_RELEASES)) or "none"
                 raise _error(f"Go {self.version or '(no version)'} for {self.arch} has no pinned release hash "
                              f"(pinned: {known})",
-                             "pass compiler= a store path holding a GOROOT: fetch(<go tarball>, sha256=...) "
-                             "unpacked, or a Debian toolchain (tdxstore.packages.toolchain, DEBIAN_GO['1.22'])",
+                             "pass compiler= a store path holding a GOROOT (a fetch() of a Go tarball, unpacked), "
+                             "or Debian's Go: compiler=debian_go('1.22') (from tdx.builders.go)",
                              "go-version-unpinned")
             raise _error("official Go releases are not wired yet", "pass compiler=", "builder-unavailable")
-        if not isinstance(self.compiler, Derivation | StorePath | GoFromSource):
+        if not isinstance(self.compiler, Derivation | StorePath | GoFromSource | DebianToolchain):
             raise _error(f"compiler= of GoBuild is {type(self.compiler).__name__}, not a store path",
-                         "pass a Derivation or StorePath holding bin/go, or GoFromSource(...)", "invalid-build")
+                         "pass a Derivation or StorePath holding bin/go, GoFromSource(...) or debian_go('1.22')",
+                         "invalid-build")
         if self.modules_hash is not None:
             object.__setattr__(self, "_modules", FixedOutput(self.modules_hash, recursive=True))
         self.script  # noqa: B018 - validates name and output now, at the user's call
 
-    def compiler_on(self, root: Derivation | StorePath) -> Derivation | StorePath:
-        """The compiler as a store input: a `GoFromSource` becomes its chain's top derivation.
+    @property
+    def root_packages(self) -> tuple[str, ...]:
+        """The Debian packages its build root must hold: build-essential plus `build_deps`, sorted."""
+        return self.script.root_packages
 
-        The chain builds on its own `root=` (the seed) when it has one, else on this build's root.
+    @property
+    def image_paths(self) -> tuple[str, ...]:
+        return (self.output,)
+
+    def compiler_on(self, root: Derivation | StorePath) -> Derivation | StorePath:
+        """The compiler as a store input on build root `root`.
+
+        A `GoFromSource` becomes its chain's top derivation (built on its own `root=`, the seed, when it
+        has one, else on this build's root); a Debian toolchain must have been realised into a store
+        path first (`tdx build` / `tdx realise` lock and realise declared toolchains).
         """
-        assert self.compiler is not None
-        if isinstance(self.compiler, GoFromSource):
-            return self.compiler.derivation(self.compiler.root if self.compiler.root is not None else root)
-        return self.compiler
+        c = self.compiler
+        if isinstance(c, GoFromSource):
+            return c.derivation(c.root if c.root is not None else root)
+        if isinstance(c, DebianToolchain) or c is None:
+            raise _error(f"the Debian toolchain {getattr(c, 'name', '?')!r} of Go build {self.name!r} "
+                         "is not realised yet", "build it through `tdx build`/`tdx realise`, which lock and "
+                         "realise declared toolchains", "toolchain-unrealised")
+        return c
 
     def goroot_on(self, root: Derivation | StorePath) -> StorePath:
         compiler = self.compiler_on(root)

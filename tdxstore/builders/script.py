@@ -42,6 +42,8 @@ cp -R "$src" "$BUILD_DIR"
 chmod -R u+w "$BUILD_DIR"
 cd "$BUILD_DIR"
 export DESTDIR="$out"
+# a writable home under the private /build (tools such as go keep caches there); nothing of it is kept
+mkdir -p /build/home && export HOME=/build/home
 /bin/sh -eu -c "$BUILD_SCRIPT"
 cd "$BUILD_DIR"
 while [ $# -gt 0 ]; do
@@ -109,6 +111,15 @@ class ScriptBuild:
     def root_packages(self) -> tuple[str, ...]:
         """The Debian packages its build root must hold: build-essential plus `build_deps`, sorted."""
         return tuple(sorted(set(BUILD_ESSENTIAL) | set(self.build_deps)))
+
+    @property
+    def image_paths(self) -> tuple[str, ...]:
+        """The image paths it installs (artifact destinations and `output`)."""
+        return tuple(sorted({d for _, d in self.artifacts} | ({self.output} if self.output else set())))
+
+    def derivation_on(self, store: Store, root: Derivation | StorePath, *, base: Path | None = None) -> Derivation:
+        """The derivation on build root `root` (holding `root_packages`); a relative `src` is taken from `base`."""
+        return script_derivation(store, self, root, base=base)
 
 
 def add_source(store: Store, src: str | Path, name: str, *, base: Path | None = None) -> StorePath:

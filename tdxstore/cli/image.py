@@ -33,6 +33,7 @@ def build_cmd(
                                                         "what it pins."),
 ) -> None:
     """Build the image a TDXfile describes; print its store path."""
+    from tdxstore.cli.builds import Lowering
     from tdxstore.cli.lock import prepare_build
     from tdxstore.image import pipeline
     from tdxstore.store.gc import add_root
@@ -40,17 +41,20 @@ def build_cmd(
     from tdxstore.store.store import Store
 
     locked = prepare_build(tdxfile, frozen)  # the locked modules' store paths, first on sys.path
+    directory = (tdxfile if tdxfile.is_dir() else tdxfile.parent).resolve()
     if emit_mkosi is not None:
         from tdxstore.mkosi.config import write_config
 
-        p = pipeline.evaluate(tdxfile, fmt, Store.open(), import_paths=locked)
+        store = Store.open()
+        p = pipeline.evaluate(tdxfile, fmt, store, import_paths=locked, lower=Lowering(store, directory, frozen=frozen))
         _warn(p.warnings)
         write_config(p.config, emit_mkosi)
         _say(f"wrote the mkosi configuration of {p.image.name!r} ({p.fmt.value}) to {emit_mkosi}")
         return
     store = Store.open()
     if dry_run:
-        p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt, store, import_paths=locked))
+        p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt, store, import_paths=locked,
+                                                               lower=Lowering(store, directory, frozen=frozen)))
         _warn(p.warnings)
         d = pipeline.dry_run(store, p)
         print(f"image {d.image.out} {'(valid: nothing to do)' if d.image_valid else '(would be built by mkosi)'}")
@@ -66,7 +70,7 @@ def build_cmd(
     # One GC guard from evaluation to the result link: a gc waits until the image is rooted.
     with store.gc_guard():
         plan, image, ran = pipeline.build(store, tdxfile, fmt=fmt, options=Options(jobs=jobs), phase=_say,
-                                         import_paths=locked)
+                                         import_paths=locked, lower=Lowering(store, directory, frozen=frozen))
         out.mkdir(parents=True, exist_ok=True)
         link = add_root(store, out / plan.image.name, image)
     if plan.fmt.value == "directory":

@@ -81,7 +81,22 @@ def lock_project(directory: Path, store: Store, *, update: frozenset[str] | None
     tdxfile = directory / TDXFILE_NAME
     if tdxfile.is_file():
         new = dataclasses.replace(new, fetches=_fetch_entries(tdxfile, paths, old))
+        new = _build_roots(tdxfile, paths, new, store)
     return old, new, paths
+
+
+def _build_roots(tdxfile: Path, paths: list[Path], new: Lockfile, store: Store) -> Lockfile:
+    """The `[build-root]` section for the TDXfile's builds (tdxstore/cli/builds.py)."""
+    from tdxstore.cli.builds import lock_build_roots
+    from tdxstore.image.tdxfile import load_tdxfile
+
+    return lock_build_roots(store, load_tdxfile(tdxfile, paths).builds, new)
+
+
+def _build_root_changes(old: Lockfile | None, new: Lockfile) -> list[str]:
+    from tdxstore.cli.builds import section_changes
+
+    return section_changes(old, new)
 
 
 def lock_cmd(
@@ -109,7 +124,7 @@ def lock_cmd(
         old, new, _ = lock_project(directory, store, update=wanted, index_url=index_url)
     finally:
         store.close()
-    changes = diff_locks(old, new)
+    changes = diff_locks(old, new) + _build_root_changes(old, new)
     for line in changes:
         print(line)
     lock_path = directory / LOCK_NAME

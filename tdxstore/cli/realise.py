@@ -50,11 +50,12 @@ def realise_cmd(
 
 
 def _realise(store: Store, target: str, out_link: Path | None, dry_run: bool, options: Options) -> None:
+    from tdxstore.cli.builds import Lowering
     from tdxstore.store.evaluate import resolve_targets, selected_paths
     from tdxstore.store.gc import add_root
     from tdxstore.store.realise import instantiate, plan, realise
 
-    drvs, output = resolve_targets(store, target)
+    drvs, output = resolve_targets(store, target, lambda directory, build: Lowering(store, directory)(build))
     if dry_run:
         for d in drvs:
             instantiate(store, d)

@@ -31,7 +31,7 @@ from tdxstore.store.realise import Options, Plan, instantiate, plan, realise
 from tdxstore.store.store import Store
 
 Phase = Callable[[str], None]
-BUILDERS_ISSUE = 19  # "Standard builder modules" (tdxstore/builders/pending.py names it for the facade)
+Lower = Callable[[object], Derivation]  # a typed build -> its derivation (on a locked, realised build root)
 MEASUREMENTS = "measurements.json"
 
 
@@ -53,7 +53,13 @@ class ImagePlan:
         return not_implemented(self.image)
 
 
-def _build_derivations(image: Image) -> tuple[Derivation, ...]:
+def _build_derivations(image: Image, lower: Lower | None) -> tuple[Derivation, ...]:
+    """Each `image.build(...)` as a derivation: given as one, or a typed build lowered by `lower`.
+
+    `lower` (made by the composing layer, which may lock and realise build roots) turns a builder's
+    declaration into its derivation; the image layer never imports builders or packages.
+    """
+    _check_paths(image)
     drvs = []
     for b in image.builds:
         if isinstance(b, Derivation):
@@ -63,11 +69,27 @@ def _build_derivations(image: Image) -> tuple[Derivation, ...]:
         if isinstance(inner, Derivation):
             drvs.append(inner)
             continue
-        raise ImageError(f"image.build({type(b).__name__} {getattr(b, 'name', '?')!r}) cannot be built yet",
-                         hint=f"typed builders and Build.script need the Debian build roots of issue "
-                              f"{BUILDERS_ISSUE}; pass a tdxstore Derivation whose $out is laid over the root",
-                         code="builder-unavailable")
+        if lower is not None and hasattr(b, "derivation_on"):
+            drvs.append(lower(b))
+            continue
+        raise ImageError(f"image.build({type(b).__name__} {getattr(b, 'name', '?')!r}) is not a build",
+                         hint="pass a builder (Build.script, GoBuild, CBuild, RustBuild) or a Derivation "
+                              "whose $out is laid over the root", code="builder-unavailable")
     return tuple(drvs)
+
+
+def _check_paths(image: Image) -> None:
+    """Two builds installing the same image path is one error naming both call sites."""
+    claimed: dict[str, tuple[str, str]] = {}  # image path -> (build name, call site)
+    for b, site in image.build_sites:
+        name = getattr(b, "name", "?")
+        for path in getattr(b, "image_paths", ()):
+            if path in claimed:
+                first, first_site = claimed[path]
+                raise ImageError(f"builds {first!r} and {name!r} both install {path!r} into the image",
+                                 hint="give one of them another output path",
+                                 detail=f"first:  {first_site}\nsecond: {site}", code="build-path-conflict")
+            claimed[path] = (name, site)
 
 
 def tools_derivation(store: Store, mirrors: AptMirrors) -> Derivation:
@@ -92,15 +114,17 @@ def measure_inputs(fmt: ImageFormat, mirrors: AptMirrors) -> dict[str, Derivatio
 
 
 def evaluate(tdxfile: Path, fmt: str | None = None, store: Store | None = None,
-             mirrors: AptMirrors | None = None, import_paths: Sequence[Path] = ()) -> ImagePlan:
+             mirrors: AptMirrors | None = None, import_paths: Sequence[Path] = (),
+             lower: Lower | None = None) -> ImagePlan:
     """Run the TDXfile and render its configuration; with `store`, store paths are made logical.
 
-    `import_paths` (the locked modules' store paths) come first on the TDXfile's sys.path.
+    `import_paths` (the locked modules' store paths) come first on the TDXfile's sys.path; `lower`
+    makes the derivations of typed builds (without it only Derivations can be built).
     """
     image = load_tdxfile(tdxfile, import_paths)
     mirrors = mirrors or declared_mirrors()
     out_fmt = ImageFormat(fmt) if fmt else image.format
-    builds = boot_inputs(out_fmt, mirrors) + _build_derivations(image)
+    builds = boot_inputs(out_fmt, mirrors) + _build_derivations(image, lower)
     config = render_config(image, out_fmt, mirrors)
     if store is None:
         return ImagePlan(image, out_fmt, mirrors, config, builds)
@@ -167,11 +191,12 @@ def dry_run(store: Store, p: ImagePlan) -> DryRun:
 
 
 def build(store: Store, tdxfile: Path, *, fmt: str | None = None, options: Options | None = None,
-          phase: Phase = lambda _m: None, import_paths: Sequence[Path] = ()) -> tuple[ImagePlan, StorePath, bool]:
+          phase: Phase = lambda _m: None, import_paths: Sequence[Path] = (),
+          lower: Lower | None = None) -> tuple[ImagePlan, StorePath, bool]:
     """Evaluate, derive, realise; returns (plan, image store path, whether mkosi ran)."""
     options = options or Options()
     phase(f"evaluating {tdxfile}")
-    p = image_derivation(store, evaluate(tdxfile, fmt, store, import_paths=import_paths))
+    p = image_derivation(store, evaluate(tdxfile, fmt, store, import_paths=import_paths, lower=lower))
     assert p.derivation is not None
     for warning in p.warnings:
         phase(f"warning: {warning}")

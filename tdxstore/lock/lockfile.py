@@ -156,6 +156,8 @@ class Lockfile:
 # Top-level keys of version 1. Sections other code adds later (e.g. pinned Debian packages) are
 # registered here, next to their model; until then the reader keeps them as `extra`.
 KNOWN_KEYS = ("version", "requires_hash", "requires", "module", "fetch")
+#: Sections another module models (its own reader and writer) and this one carries verbatim, unwarned.
+CARRIED_KEYS = ("build-root",)  # tdxstore/packages/buildroot.py
 
 
 def _fetch_order(f: FetchEntry) -> tuple[str, ...]:
@@ -203,7 +205,7 @@ def parse_lock(text: str, where: str = LOCK_NAME) -> Lockfile:
                              f"lockfile version {version} is newer than this tdx understands ({LOCK_VERSION})",
                              hint="upgrade tdx-vm-sdk, or regenerate the lock with `tdx lock --update`")
         raise _malformed(text, where, "version", None, None, f"version must be {LOCK_VERSION}, got {version!r}")
-    for key in sorted(set(doc) - set(KNOWN_KEYS)):
+    for key in sorted(set(doc) - set(KNOWN_KEYS) - set(CARRIED_KEYS)):
         log.warning("%s: unknown top-level key %r (written by a newer tdx?) is kept as it is", where, key)
     requires = doc.get("requires", [])
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):

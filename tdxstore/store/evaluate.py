@@ -7,6 +7,7 @@ An exception in the user's file becomes a DerivationError whose detail is the us
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,13 @@ def _candidates(scope: dict[str, Any]) -> list[str]:
     return sorted(k for k, v in scope.items() if isinstance(v, Derivation) and not k.startswith("_"))
 
 
-def resolve_targets(store: Store, spec: str) -> tuple[list[Derivation], str | None]:
-    """Derivations for `FILE.py[:ATTR]` or `/tdx/store/…drv[^OUTPUT]`; also the output selected."""
+def resolve_targets(store: Store, spec: str, lower: Callable[[Path, Any], Derivation] | None = None,
+                    ) -> tuple[list[Derivation], str | None]:
+    """Derivations for `FILE.py[:ATTR]` or `/tdx/store/…drv[^OUTPUT]`; also the output selected.
+
+    `lower(file's directory, value)` turns a builder's declaration (anything with `derivation_on`)
+    into its derivation; the composing layer supplies it, since the store knows no builders.
+    """
     output = None
     if "^" in spec:
         spec, output = spec.rsplit("^", 1)
@@ -61,6 +67,8 @@ def resolve_targets(store: Store, spec: str) -> tuple[list[Derivation], str | No
         file, _, attr = spec.partition(":")
         value = _select(run_python_file(Path(file)), attr or None, file)
         items = value if isinstance(value, list | tuple) else [value]
+        if lower is not None:
+            items = [lower(Path(file).absolute().parent, i) if hasattr(i, "derivation_on") else i for i in items]
         if not items or not all(isinstance(i, Derivation) for i in items):
             raise DerivationError(f"{spec} is not a derivation (got {type(value).__name__})",
                                   code="not-a-derivation")

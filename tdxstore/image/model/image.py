@@ -130,6 +130,11 @@ class Image:
         return tuple(b for b, _ in self._builds.values())
 
     @property
+    def build_sites(self) -> tuple[tuple[object, str], ...]:
+        """Each build with the call site that added it (`file:line`), in the order they were added."""
+        return tuple((b, str(site)) for b, site in self._builds.values())
+
+    @property
     def secrets(self) -> tuple[Secret, ...]:
         return tuple(self._secrets[n] for n in sorted(self._secrets))
 
