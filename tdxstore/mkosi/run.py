@@ -172,6 +172,13 @@ def mkosi_argv(mkosi_dir: Path, config_dir: Path, output_dir: Path, *, cache_dir
     return [*argv, *(["--force"] if force else []), verb]
 
 
+def offline_argv(argv: list[str]) -> list[str]:
+    """`argv` run in a new network namespace: only a loopback device that is down, so no address at
+    all (not even 127.0.0.1) is reachable. As root, `unshare --net`; otherwise in a user namespace too."""
+    userns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    return ["unshare", *userns, "--net", "--", *argv]
+
+
 def run_mkosi(
     mkosi_dir: Path,
     config_dir: Path,
@@ -185,12 +192,14 @@ def run_mkosi(
     progress: Callable[[str], None] | None = None,
     force: bool = False,
     package_cache_dir: Path | None = None,
+    offline: bool = False,
 ) -> Path:
     """Run `mkosi build` on `config_dir`; returns the main artifact (`<output_dir>/image.efi`, …).
 
     The log goes to `log_path` (default `<output_dir>/mkosi.log`). A failure raises ImageError
     (code "mkosi-failed") whose detail holds the last log lines and the log path. `progress`, if
     given, is called with each phase mkosi announces (its "‣ Installing Debian" lines, without "‣").
+    `offline`: mkosi runs with the network cut (`offline_argv`).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     for d in (cache_dir, workspace):
@@ -202,6 +211,8 @@ def run_mkosi(
     log = log_path or output_dir / "mkosi.log"
     argv = mkosi_argv(mkosi_dir, config_dir, output_dir, cache_dir=cache_dir, workspace=workspace, force=force,
                       package_cache_dir=package_cache_dir)
+    if offline:
+        argv = offline_argv(argv)
     started = time.monotonic()
     with log.open("wb") as f:
         f.write(f"$ {process.command_line(argv)}\n".encode())
