@@ -25,24 +25,9 @@ from tdxstore.image import pipeline
 from tdxstore.lock.lockfile import read_lock, write_lock
 from tdxstore.store.store import Store
 from tdxstore.store.verify import verify_store
-from tests.debrepo import Archive, ArchiveServer, Pkg, TestKey
+from tests.debrepo import Archive, ArchiveServer, Pkg, TestKey, bookworm_archive, fake_debian_env
 
 REPO = Path(__file__).resolve().parents[3]
-BUSYBOX = Pkg("busybox-static", "1:1.35.0-4", files={"bin/busybox": Path("/bin/busybox").read_bytes()})
-BOOKWORM = [
-    Pkg("base-files", "12.4"),
-    Pkg("ess", "1.0", depends="usrmerge | usr-is-merged", essential=True),
-    Pkg("usrmerge", "37", depends="perl"),
-    Pkg("perl", "5.36"),
-    Pkg("usr-is-merged", "37"),
-    Pkg("libfoo", "1.2"),
-    Pkg("systemd", "252", depends="libfoo"),
-    Pkg("udev", "252"),
-    Pkg("systemd-boot-efi", "252"),
-    Pkg("passwd", "1"),
-    Pkg("hello", "2.10-3", depends="libfoo"),
-    BUSYBOX,
-]
 TDXFILE = 'from tdx import Image\nimage = Image("t", base="debian/bookworm")\n'
 
 
@@ -55,12 +40,7 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestKey]:
 
 @pytest.fixture
 def archive(tmp_path: Path, key: TestKey) -> Archive:
-    a = Archive(tmp_path / "archive", key)
-    a.add_suite("bookworm", BOOKWORM)
-    a.add_suite("bookworm-updates", [Pkg("hello-doc", "1")])
-    a.add_suite("bookworm-security", [Pkg("sec-only", "1")])
-    a.add_suite("bookworm-backports", [Pkg("linux-image-cloud-amd64", "6.12")])
-    return a
+    return bookworm_archive(tmp_path / "archive", key)
 
 
 @pytest.fixture
@@ -72,8 +52,7 @@ def server(archive: Archive) -> Iterator[ArchiveServer]:
 
 @pytest.fixture
 def env(tmp_path: Path, server: ArchiveServer, key: TestKey, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = {"TDX_HOME": str(tmp_path / "home"), "TDX_DEBIAN_MIRROR": server.url,
-              "TDX_DEBIAN_SECURITY_MIRROR": server.url, debian.KEYRING_ENV: str(key.keyring)}
+    values = {"TDX_HOME": str(tmp_path / "home"), **fake_debian_env(server, key)}
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     return values
