@@ -223,7 +223,8 @@ def build_hook(lock_path: Path, store: Store, *, frozen: bool, fetch: bool = Tru
 
     The hook checks that the lock pins what the image requests (with `frozen`, a mismatch is one
     error naming the first unpinned package; otherwise the set is re-resolved and the lock rewritten),
-    then fetches the missing `.deb` files and returns the repository derivation.
+    then fetches the missing `.deb` files and returns the repository derivation. Without `fetch`
+    (`--dry-run`, `--emit-mkosi`) no `.deb` of the set is fetched and the lock is never written.
     """
     if not lock_path.exists():
         return None
@@ -245,8 +246,12 @@ def build_hook(lock_path: Path, store: Store, *, frozen: bool, fetch: bool = Tru
             locked = resolve_image_set(store, image, (*requested(image), *wanted))
             for name, table in locked.tables().items():
                 lock = with_debian_set(lock, name, table)
-            write_lock(lock_path, lock)
-            say(f"wrote {lock_path}: {len(locked.packages.packages)} Debian package(s)")
+            if fetch:
+                write_lock(lock_path, lock)
+                say(f"wrote {lock_path}: {len(locked.packages.packages)} Debian package(s)")
+            else:
+                say(f"{len(locked.packages.packages)} Debian package(s) resolved; {lock_path} not written "
+                    "(dry run)")
         assert locked is not None
         progress = _progress(say, locked.packages.total_size) if fetch else None
         return repo_derivation(store, locked, fetch=fetch, progress=progress)

@@ -116,6 +116,9 @@ def test_dry_run_update_and_frozen(tmp_path: Path, env: dict[str, str], archive:
     r = tdx(env, "build", str(proj), "--frozen", "--dry-run")
     assert r.returncode != 0 and "'hello' is requested by the TDXfile but not pinned" in r.stderr
     assert "run `tdx lock`" in r.stderr
+    r = tdx(env, "build", str(proj), "--dry-run")  # resolves for the listing, never writes the lock
+    assert r.returncode == 0 and "not written (dry run)" in r.stderr, r.stderr
+    assert (proj / "tdx.lock").read_bytes() == before
     dry = tdx(env, "lock", "--dry-run", "-p", str(proj))
     assert dry.returncode == 0 and "+ deb hello 2.10-3 (bookworm)" in dry.stdout
     assert (proj / "tdx.lock").read_bytes() == before  # the dry run wrote nothing
