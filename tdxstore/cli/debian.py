@@ -80,9 +80,9 @@ def requested(image: Image, fmt: ImageFormat | None = None) -> tuple[str, ...]:
     Without `fmt`, for the image's own format: what the lock pins. Another format (`tdx build -f tar`
     of a uki image) asks for a subset, installed from the same repository.
     """
-    from tdxstore.image.render import image_packages, mkosi_format
+    from tdxstore.image.render import image_packages
 
-    return tuple(image_packages(image, mkosi_format(fmt or image.format)))
+    return tuple(image_packages(image, fmt or image.format))
 
 
 def resolve_image_set(store: Store, image: Image, wanted: Sequence[str], where: Mirrors | None = None,

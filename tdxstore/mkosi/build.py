@@ -20,7 +20,15 @@ from typing import IO
 from tdxstore._fs import remove_tree
 from tdxstore.debian.mirror import AptMirrors
 from tdxstore.errors import TdxError
-from tdxstore.mkosi.config import SOURCES_FILE, TOOLS_RELEASE, TOOLS_SANDBOX_DIR, ImageFormat, apt_sources
+from tdxstore.mkosi.config import (
+    DEFAULT_RELEASE,
+    SANDBOX_DIR,
+    SOURCES_FILE,
+    TOOLS_RELEASE,
+    TOOLS_SANDBOX_DIR,
+    ImageFormat,
+    apt_sources,
+)
 from tdxstore.mkosi.run import run_mkosi
 from tdxstore.mkosi.tar import sort_tar
 
@@ -98,12 +106,16 @@ def _write_drop_ins(run: Run, config: Path) -> None:
         (config / MIRROR_CONF).parent.mkdir(exist_ok=True)
         (config / MIRROR_CONF).write_text(f"[Distribution]\nLocalMirror=file://{run.local_mirror}\n")
     if run.tools_mirrors is not None:
-        # Not part of the stored configuration (see `tdxstore.image.render.tools_config`).
-        sources = config / TOOLS_SANDBOX_DIR / SOURCES_FILE
-        sources.parent.mkdir(parents=True, exist_ok=True)
-        sources.write_text(apt_sources(run.tools_mirrors, TOOLS_RELEASE))
+        # Not part of the stored configuration (see `tdxstore.image.render.tools_config`). Both trees
+        # get sources: mkosi syncs the (empty, Format=none) image's metadata too, and its default
+        # sources include the debug archive, which is not mirrored.
+        for tree, release in ((TOOLS_SANDBOX_DIR, TOOLS_RELEASE), (SANDBOX_DIR, DEFAULT_RELEASE)):
+            sources = config / tree / SOURCES_FILE
+            sources.parent.mkdir(parents=True, exist_ok=True)
+            sources.write_text(apt_sources(run.tools_mirrors, release))
         (config / MIRROR_CONF).parent.mkdir(exist_ok=True)
-        (config / MIRROR_CONF).write_text(f"[Build]\nToolsTreeMirror={run.tools_mirrors.debian}\n")
+        (config / MIRROR_CONF).write_text(f"[Build]\nSandboxTrees={SANDBOX_DIR}\n"
+                                          f"ToolsTreeMirror={run.tools_mirrors.debian}\n")
     conf = ("[Content]\n" + "".join(f"ExtraTrees={b}\n" for b in run.extra_trees)) if run.extra_trees else ""
     if run.store_root is not None:
         # mkosi mounts BuildSources for every script at /work/src/<target>; the hooks link /tdx/store

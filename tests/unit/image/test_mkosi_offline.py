@@ -70,6 +70,8 @@ def test_drop_ins_name_the_repository_and_the_tools_mirror(tmp_path: Path) -> No
     assert "ToolsTreeMirror=http://mirror.example/debian" in (tools_conf / MIRROR_CONF).read_text()
     sources = (tools_conf / "mkosi.tools.sandbox/etc/apt/sources.list.d/mkosi.sources").read_text()
     assert "URIs: http://mirror.example/debian\n" in sources and "trixie" in sources
+    image_sources = (tools_conf / "mkosi.sandbox/etc/apt/sources.list.d/mkosi.sources").read_text()
+    assert "Suites: bookworm" in image_sources and "debug" not in image_sources
 
 
 def test_locked_configuration_names_no_mirror() -> None:
