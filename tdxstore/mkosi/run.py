@@ -222,7 +222,8 @@ def run_mkosi(
     if status is None:
         raise _failed(f"mkosi build of {config_dir} did not finish within {timeout:.0f} s", log)
     if status != 0:
-        raise _failed(f"mkosi exited with status {status} after {time.monotonic() - started:.0f} s", log)
+        raise _failed(f"mkosi exited with status {status} after {time.monotonic() - started:.0f} s", log,
+                      locked=offline)
     return find_artifact(output_dir, output_name)
 
 
@@ -261,7 +262,7 @@ _CAUSES = (
 )
 
 
-def _failed(message: str, log: Path) -> ImageError:
+def _failed(message: str, log: Path, *, locked: bool = False) -> ImageError:
     text = log.read_bytes() if log.exists() else b""
     hint, code = f"read the full log: {log}", "mkosi-failed"
     for pattern, template, cause_hint, cause_code in _CAUSES:
@@ -270,6 +271,10 @@ def _failed(message: str, log: Path) -> ImageError:
             groups = [g.decode("utf-8", "replace") for g in m.groups()]
             message = f"{template.format(*groups)} ({message})"
             hint, code = cause_hint, cause_code
+            if locked and cause_code == "package-not-found":
+                # apt had only the locked set's repository (offline): the set lacks what mkosi asked for
+                message = message.replace("the Debian archive", "the image's locked package set")
+                hint, code = "re-lock the image's packages: `tdx lock --update`", "package-not-locked"
             break
     return ImageError(message, hint=hint, detail=f"{process.tail(text, _LOG_TAIL_LINES)}\n(log: {log})",
                       code=code)

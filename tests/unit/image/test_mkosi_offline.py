@@ -93,3 +93,14 @@ def test_locked_configuration_names_no_mirror() -> None:
     ("hello=2.10-3", "hello"), ("libc6:amd64", "libc6"), ("curl", "curl")])
 def test_bare_name(request_: str, name: str) -> None:
     assert bare_name(request_) == name
+
+
+def test_package_missing_from_the_locked_repository_is_one_clear_error(tmp_path: Path) -> None:
+    from tdxstore.mkosi.run import _failed
+
+    log = tmp_path / "mkosi.log"
+    log.write_bytes(b"Reading package lists...\nE: Unable to locate package curl\n")
+    locked = _failed("mkosi exited with status 100", log, locked=True)
+    assert locked.code == "package-not-locked" and "'curl'" in locked.message
+    assert "locked package set" in locked.message and "tdx lock --update" in (locked.hint or "")
+    assert _failed("mkosi exited with status 100", log).code == "package-not-found"
