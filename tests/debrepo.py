@@ -152,3 +152,38 @@ class ArchiveServer(http.server.ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
         self._thread.join(10)
+
+
+# What an image of bookworm asks mkosi for, as small test packages: the essential set (whose
+# "usrmerge | usr-is-merged" mkosi's first apt run satisfies with usrmerge), the boot packages,
+# the kernel in backports, and busybox-static (this host's static busybox) for the repository root.
+BOOKWORM = [
+    Pkg("base-files", "12.4"),
+    Pkg("ess", "1.0", depends="usrmerge | usr-is-merged", essential=True),
+    Pkg("usrmerge", "37", depends="perl"),
+    Pkg("perl", "5.36"),
+    Pkg("usr-is-merged", "37"),
+    Pkg("libfoo", "1.2"),
+    Pkg("systemd", "252", depends="libfoo"),
+    Pkg("udev", "252"),
+    Pkg("systemd-boot-efi", "252"),
+    Pkg("passwd", "1"),
+    Pkg("hello", "2.10-3", depends="libfoo"),
+]
+
+
+def bookworm_archive(root: Path, key: TestKey) -> Archive:
+    """A signed archive with bookworm, -updates, -security and -backports, shaped like Debian's."""
+    a = Archive(root, key)
+    busybox = Pkg("busybox-static", "1:1.35.0-4", files={"bin/busybox": Path("/bin/busybox").read_bytes()})
+    a.add_suite("bookworm", [*BOOKWORM, busybox])
+    a.add_suite("bookworm-updates", [Pkg("hello-doc", "1")])
+    a.add_suite("bookworm-security", [Pkg("sec-only", "1")])
+    a.add_suite("bookworm-backports", [Pkg("linux-image-cloud-amd64", "6.12")])
+    return a
+
+
+def fake_debian_env(server: ArchiveServer, key: TestKey) -> dict[str, str]:
+    """The settings that point tdx at `server` and trust `key` (instead of Debian and its keyring)."""
+    return {"TDX_DEBIAN_MIRROR": server.url, "TDX_DEBIAN_SECURITY_MIRROR": server.url,
+            "TDX_DEBIAN_KEYRING": str(key.keyring)}

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from tdxstore.image.pipeline import PackagesHook
+    from tdxstore.store.store import Store
 
 
 def register(app: typer.Typer) -> None:
@@ -46,7 +51,8 @@ def build_cmd(
         from tdxstore.mkosi.config import write_config
 
         store = Store.open()
-        p = pipeline.evaluate(tdxfile, fmt, store, import_paths=locked, lower=Lowering(store, directory, frozen=frozen))
+        p = pipeline.evaluate(tdxfile, fmt, store, import_paths=locked, lower=Lowering(store, directory, frozen=frozen),
+                              packages=_packages(tdxfile, store, frozen, fetch=False))
         _warn(p.warnings)
         write_config(p.config, emit_mkosi)
         _say(f"wrote the mkosi configuration of {p.image.name!r} ({p.fmt.value}) to {emit_mkosi}")
@@ -54,7 +60,8 @@ def build_cmd(
     store = Store.open()
     if dry_run:
         p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt, store, import_paths=locked,
-                                                               lower=Lowering(store, directory, frozen=frozen)))
+                                                               lower=Lowering(store, directory, frozen=frozen),
+                                                               packages=_packages(tdxfile, store, frozen, fetch=False)))
         _warn(p.warnings)
         d = pipeline.dry_run(store, p)
         print(f"image {d.image.out} {'(valid: nothing to do)' if d.image_valid else '(would be built by mkosi)'}")
@@ -70,7 +77,8 @@ def build_cmd(
     # One GC guard from evaluation to the result link: a gc waits until the image is rooted.
     with store.gc_guard():
         plan, image, ran = pipeline.build(store, tdxfile, fmt=fmt, options=Options(jobs=jobs), phase=_say,
-                                         import_paths=locked, lower=Lowering(store, directory, frozen=frozen))
+                                         import_paths=locked, lower=Lowering(store, directory, frozen=frozen),
+                                         packages=_packages(tdxfile, store, frozen))
         out.mkdir(parents=True, exist_ok=True)
         link = add_root(store, out / plan.image.name, image)
     if plan.fmt.value == "directory":
@@ -80,6 +88,15 @@ def build_cmd(
     if plan.fmt.value == "uki":
         _report_size(store.real_path(image), directories=5 if ran else 0)
     print(image)
+
+
+def _packages(tdxfile: Path, store: Store, frozen: bool, *, fetch: bool = True) -> PackagesHook | None:
+    """The image's locked Debian packages (`tdxstore.cli.debian`), when the project has a tdx.lock."""
+    from tdxstore.cli.debian import build_hook
+    from tdxstore.lock.lockfile import LOCK_NAME
+
+    directory = (tdxfile if tdxfile.is_dir() else tdxfile.parent).resolve()
+    return build_hook(directory / LOCK_NAME, store, frozen=frozen, fetch=fetch, say=_say)
 
 
 def _report_size(built: Path, *, directories: int) -> None:

@@ -82,6 +82,7 @@ def lock_project(directory: Path, store: Store, *, update: frozenset[str] | None
     if tdxfile.is_file():
         new = dataclasses.replace(new, fetches=_fetch_entries(tdxfile, paths, old))
         new = _build_roots(tdxfile, paths, new, store)
+        new = _with_packages(new, old, tdxfile, paths, store, update=update is not None and not update)
     return old, new, paths
 
 
@@ -97,6 +98,14 @@ def _build_root_changes(old: Lockfile | None, new: Lockfile) -> list[str]:
     from tdxstore.cli.builds import section_changes
 
     return section_changes(old, new)
+
+
+def _with_packages(new: Lockfile, old: Lockfile | None, tdxfile: Path, paths: list[Path], store: Store, *,
+                   update: bool) -> Lockfile:
+    """The image's Debian package set into the lock (`tdxstore.cli.debian`); kept unless stale or updated."""
+    from tdxstore.cli.debian import lock_into
+
+    return lock_into(new, old, tdxfile, paths, store, update=update)
 
 
 def lock_cmd(
@@ -124,7 +133,7 @@ def lock_cmd(
         old, new, _ = lock_project(directory, store, update=wanted, index_url=index_url)
     finally:
         store.close()
-    changes = diff_locks(old, new) + _build_root_changes(old, new)
+    changes = diff_locks(old, new) + _build_root_changes(old, new) + _package_changes(old, new)
     for line in changes:
         print(line)
     lock_path = directory / LOCK_NAME
@@ -137,6 +146,12 @@ def lock_cmd(
         _say(f"wrote {lock_path}: {len(new.modules)} module(s), {len(new.fetches)} fetch(es)")
     else:
         _say(f"{lock_path} is up to date")
+
+
+def _package_changes(old: Lockfile | None, new: Lockfile) -> list[str]:
+    from tdxstore.cli.debian import lock_changes
+
+    return lock_changes(old, new)
 
 
 def _stale(lock: Lockfile, project: Project, lock_path: Path) -> LockfileError:

@@ -4,12 +4,14 @@ Everything mkosi reads comes from the store: the rendered configuration director
 units, user and hook scripts) is one content-addressed store path, the pinned mkosi another, build
 outputs are store paths laid over the root as extra trees. The image itself is the output of a
 `builtin:mkosi` derivation over those inputs (run by the store's builtins table), so an unchanged
-TDXfile is a lookup and the image's references name every input. mkosi still downloads Debian
-packages from the declared mirror while it runs (pinned .deb inputs are the bootstrap milestone).
+TDXfile is a lookup and the image's references name every input. With a locked package set (the
+caller's `packages` hook), mkosi installs only from that set's repository store path, with the
+network cut; without one it still downloads from the declared mirror.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,9 @@ from tdxstore.store.store import Store
 
 Phase = Callable[[str], None]
 Lower = Callable[[object], Derivation]  # a typed build -> its derivation (on a locked, realised build root)
+#: Given the evaluated image and its output format, the repository derivation of its locked package
+#: set (the CLI composes `tdxstore.packages` with the lockfile), or None to let mkosi use the mirror.
+PackagesHook = Callable[[Image, ImageFormat], Derivation | None]
 MEASUREMENTS = "measurements.json"
 
 
@@ -46,6 +51,7 @@ class ImagePlan:
     builds: tuple[Derivation, ...]
     derivation: Derivation | None = None  # None until the configuration is in the store
     sources: tuple[StorePath, ...] = ()  # store paths the configuration names (read by hooks)
+    repo: Derivation | None = None  # the local repository of the locked package set (mkosi's only source)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -115,25 +121,28 @@ def measure_inputs(fmt: ImageFormat, mirrors: AptMirrors) -> dict[str, Derivatio
 
 def evaluate(tdxfile: Path, fmt: str | None = None, store: Store | None = None,
              mirrors: AptMirrors | None = None, import_paths: Sequence[Path] = (),
-             lower: Lower | None = None) -> ImagePlan:
+             lower: Lower | None = None, packages: PackagesHook | None = None) -> ImagePlan:
     """Run the TDXfile and render its configuration; with `store`, store paths are made logical.
 
     `import_paths` (the locked modules' store paths) come first on the TDXfile's sys.path; `lower`
-    makes the derivations of typed builds (without it only Derivations can be built).
+    makes the derivations of typed builds (without it only Derivations can be built); `packages`
+    gives the repository of the image's locked package set (then no mirror is rendered).
     """
     image = load_tdxfile(tdxfile, import_paths)
     mirrors = mirrors or declared_mirrors()
     out_fmt = ImageFormat(fmt) if fmt else image.format
+    repo = packages(image, mkosi_format(out_fmt)) if packages is not None else None
+    locked = repo is not None
     builds = boot_inputs(out_fmt, mirrors) + _build_derivations(image, lower)
-    config = render_config(image, out_fmt, mirrors)
+    config = render_config(image, out_fmt, mirrors, locked=locked)
     if store is None:
-        return ImagePlan(image, out_fmt, mirrors, config, builds)
+        return ImagePlan(image, out_fmt, mirrors, config, builds, repo=repo)
     config = {rel: store.logicalise(data) for rel, data in config.items()}
     sources = _mentioned_sources(store, config)
     if sources:
         config = {rel: store.logicalise(data)
-                  for rel, data in render_config(image, out_fmt, mirrors, store_view=True).items()}
-    return ImagePlan(image, out_fmt, mirrors, config, builds, None, sources)
+                  for rel, data in render_config(image, out_fmt, mirrors, store_view=True, locked=locked).items()}
+    return ImagePlan(image, out_fmt, mirrors, config, builds, None, sources, repo)
 
 
 def _mentioned_sources(store: Store, config: dict[str, bytes]) -> tuple[StorePath, ...]:
@@ -162,9 +171,12 @@ def image_derivation(store: Store, p: ImagePlan) -> ImagePlan:
            "builds": " ".join(d.out.logical for d in p.builds), **{k: d.out.logical for k, d in measure.items()}}
     if p.sources:
         env["sources"] = " ".join(sp.logical for sp in p.sources)
+    if p.repo is not None:
+        env["repo"] = p.repo.out.logical
     drv = derivation(f"{p.image.name}-{p.fmt.value}", "builtin:mkosi", env=env,
-                     inputs=[config, mkosi, tools, *p.builds, *measure.values(), *p.sources])
-    return ImagePlan(p.image, p.fmt, p.mirrors, p.config, p.builds, drv, p.sources)
+                     inputs=[config, mkosi, tools, *p.builds, *measure.values(), *p.sources,
+                             *([p.repo] if p.repo is not None else [])])
+    return dataclasses.replace(p, derivation=drv)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,11 +204,12 @@ def dry_run(store: Store, p: ImagePlan) -> DryRun:
 
 def build(store: Store, tdxfile: Path, *, fmt: str | None = None, options: Options | None = None,
           phase: Phase = lambda _m: None, import_paths: Sequence[Path] = (),
-          lower: Lower | None = None) -> tuple[ImagePlan, StorePath, bool]:
+          lower: Lower | None = None, packages: PackagesHook | None = None) -> tuple[ImagePlan, StorePath, bool]:
     """Evaluate, derive, realise; returns (plan, image store path, whether mkosi ran)."""
     options = options or Options()
     phase(f"evaluating {tdxfile}")
-    p = image_derivation(store, evaluate(tdxfile, fmt, store, import_paths=import_paths, lower=lower))
+    p = image_derivation(store, evaluate(tdxfile, fmt, store, import_paths=import_paths, lower=lower,
+                                         packages=packages))
     assert p.derivation is not None
     for warning in p.warnings:
         phase(f"warning: {warning}")

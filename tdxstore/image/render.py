@@ -33,17 +33,20 @@ STORE_SOURCES = "/work/src" + STORE_DIR
 
 def render(image: Image, settings: Settings, *, format: ImageFormat | str | None = None,
            source_date_epoch: int = 0, extra_trees: Sequence[str] = (),
-           store_view: bool = False) -> dict[str, bytes]:
+           store_view: bool = False, locked: bool = False) -> dict[str, bytes]:
     """The configuration directory of `image` as {relative path: bytes}, sorted by path.
 
     `settings` are the base settings (`tdxstore.mkosi.config.base_config`); the image's name,
     packages, kernel command line and `extra_trees` (host paths, in the given order) are added.
     `store_view`: the hooks name store paths, so each hook makes them readable at /tdx/store.
+    `locked`: packages come from the repository of a locked set, which holds one version of each
+    name in one suite, so `name/suite` and `name=version` requests are written as the bare name.
     """
     fmt = ImageFormat(format) if format is not None else image.format
     conf = {section: list(entries) for section, entries in settings.items()}
     content = conf.setdefault("Content", [])
-    content += [("Packages", p) for p in image_packages(image, fmt)]
+    packages = image_packages(image, fmt)
+    content += [("Packages", bare_name(p) if locked else p) for p in packages]
     if fmt.bootable:
         content.append(("KernelCommandLine", " ".join(kernel_command_line(image))))
     content += [("ExtraTrees", tree) for tree in extra_trees]
@@ -70,6 +73,13 @@ def image_packages(image: Image, fmt: ImageFormat) -> list[str]:
         if image.slim:
             packages.add(SLIM_PACKAGE)
     return sorted(packages)
+
+
+def bare_name(request: str) -> str:
+    """`linux-image-cloud-amd64/bookworm-backports` -> `linux-image-cloud-amd64` (also `=version`, `:arch`)."""
+    for sep in ("/", "=", ":"):
+        request = request.split(sep, 1)[0]
+    return request
 
 
 def kernel_command_line(image: Image) -> tuple[str, ...]:
@@ -167,22 +177,31 @@ def mkosi_format(fmt: ImageFormat) -> ImageFormat:
 
 
 def render_config(image: Image, fmt: ImageFormat, mirrors: AptMirrors, *,
-                  store_view: bool = False) -> dict[str, bytes]:
-    """The mkosi configuration directory of `image` with the pinned base settings (pure)."""
+                  store_view: bool = False, locked: bool = False) -> dict[str, bytes]:
+    """The mkosi configuration directory of `image` with the pinned base settings (pure).
+
+    `locked`: the image's packages are a locked set installed from its local repository; the
+    configuration then names no mirror (`mirrors` is not read) and no apt sources.
+    """
     base = base_config(fmt=mkosi_format(fmt), mirrors=mirrors, release=image.release,
-                       kernel_cmdline=kernel_command_line(image), slim=image.slim)
+                       kernel_cmdline=kernel_command_line(image), slim=image.slim, locked=locked)
     # The tools tree is a store path of its own (`tools_derivation`), named at build time.
     settings = {sec: [(k, v) for k, v in entries
                       if k not in ("Packages", "KernelCommandLine") and not k.startswith("ToolsTree")]
                 for sec, entries in base.settings.items()}
-    files = render(image, format=mkosi_format(fmt), settings=settings, store_view=store_view)
+    files = render(image, format=mkosi_format(fmt), settings=settings, store_view=store_view, locked=locked)
     base_files = {k: v for k, v in base.files.items() if not k.startswith(TOOLS_SANDBOX_DIR + "/")}
     return dict(sorted({**files, **base_files}.items()))
 
 
 def tools_config(mirrors: AptMirrors) -> dict[str, bytes]:
-    """The configuration that builds only mkosi's default tools tree (trixie: ukify, repart, …)."""
-    base = base_config(fmt=ImageFormat.UKI, mirrors=mirrors)
-    settings = {"Distribution": base.settings["Distribution"], "Output": [("Format", "none")],
-                "Build": base.settings["Build"]}
-    return {"mkosi.conf": conf_text(settings).encode(), **base.files}
+    """The configuration that builds only mkosi's default tools tree (trixie: ukify, repart, …).
+
+    It names no mirror: the tools tree is not a locked set yet, and the URL it is downloaded from is
+    written by the mkosi builtin for the run only (`tdxstore.mkosi.build.Run.tools_mirrors`), as a
+    fetch's URL is, so hosts that differ only in their mirror share one tools derivation.
+    """
+    base = base_config(fmt=ImageFormat.UKI, mirrors=mirrors, locked=True)
+    build = [(k, v) for k, v in base.settings["Build"] if k != "ToolsTreeMirror"]
+    settings = {"Distribution": base.settings["Distribution"], "Output": [("Format", "none")], "Build": build}
+    return {"mkosi.conf": conf_text(settings).encode()}

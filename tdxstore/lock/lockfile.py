@@ -9,6 +9,7 @@ unknown top-level sections verbatim so rewriting the file does not drop them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import tomllib
@@ -133,6 +134,9 @@ class Lockfile:
     modules: tuple[ModuleEntry, ...] = ()
     fetches: tuple[FetchEntry, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # `[debian.<set>]`: locked Debian package sets by name ("image", ...), each table in the form of
+    # `tdxstore.packages.lock.to_toml_dict`; validated by that module when used (lock/ does not import it).
+    debian: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Order carries no meaning: keep one canonical order so equal locks compare (and print) equal.
@@ -145,6 +149,7 @@ class Lockfile:
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise _bad(f"module {dup[0]!r} is locked more than once")
+        _check_debian(self.debian)
         clash = set(self.extra) & set(KNOWN_KEYS)
         if clash:
             raise _bad(f"section {sorted(clash)[0]!r} is modelled; it cannot be carried as an unknown one")
@@ -155,9 +160,29 @@ class Lockfile:
 
 # Top-level keys of version 1. Sections other code adds later (e.g. pinned Debian packages) are
 # registered here, next to their model; until then the reader keeps them as `extra`.
-KNOWN_KEYS = ("version", "requires_hash", "requires", "module", "fetch")
+KNOWN_KEYS = ("version", "requires_hash", "requires", "module", "fetch", "debian")
 #: Sections another module models (its own reader and writer) and this one carries verbatim, unwarned.
 CARRIED_KEYS = ("build-root",)  # tdxstore/packages/buildroot.py
+_SET_NAME_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def _check_debian(sets: Mapping[str, Any]) -> None:
+    """`[debian]` holds named package sets; their contents are checked by `tdxstore.packages.lock`."""
+    if not isinstance(sets, Mapping):
+        raise _bad("[debian] must be a table of package sets ([debian.image], ...)")
+    for name, table in sets.items():
+        if not isinstance(name, str) or not _SET_NAME_RE.fullmatch(name):
+            raise _bad(f"[debian.{name}]: a package set name is lowercase words joined by '-'")
+        if not isinstance(table, Mapping):
+            raise _bad(f"[debian.{name}] must be a table (arch, [[debian.{name}.package]], ...)")
+
+
+def with_debian_set(lock: Lockfile, name: str, table: Mapping[str, Any] | None) -> Lockfile:
+    """`lock` with the package set `name` replaced (or removed, with None); other sets are kept."""
+    sets = {k: v for k, v in lock.debian.items() if k != name}
+    if table is not None:
+        sets[name] = table
+    return dataclasses.replace(lock, debian=sets)
 
 
 def _fetch_order(f: FetchEntry) -> tuple[str, ...]:
@@ -173,6 +198,8 @@ def dump_lock(lock: Lockfile) -> str:
         doc["module"] = [m.as_table() for m in lock.modules]
     if lock.fetches:
         doc["fetch"] = [f.as_table() for f in lock.fetches]
+    if lock.debian:
+        doc["debian"] = {k: lock.debian[k] for k in sorted(lock.debian)}
     return HEADER + tomli_w.dumps(doc, multiline_strings=False, indent=4)
 
 
@@ -215,7 +242,8 @@ def parse_lock(text: str, where: str = LOCK_NAME) -> Lockfile:
     try:
         return Lockfile(requires_hash=_scalar(text, where, doc, "requires_hash"), requires=tuple(requires),
                         modules=modules, fetches=fetches,
-                        extra={k: v for k, v in doc.items() if k not in KNOWN_KEYS})
+                        extra={k: v for k, v in doc.items() if k not in KNOWN_KEYS},
+                        debian=doc.get("debian", {}))
     except LockfileError as e:
         raise _malformed(text, where, "module", None, None, e.message) from e
 

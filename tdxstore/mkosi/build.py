@@ -20,8 +20,17 @@ from typing import IO
 
 from tdxstore._fs import remove_tree
 from tdxstore._lock import FileLock
+from tdxstore.debian.mirror import AptMirrors
 from tdxstore.errors import TdxError
-from tdxstore.mkosi.config import ImageFormat
+from tdxstore.mkosi.config import (
+    DEFAULT_RELEASE,
+    SANDBOX_DIR,
+    SOURCES_FILE,
+    TOOLS_RELEASE,
+    TOOLS_SANDBOX_DIR,
+    ImageFormat,
+    apt_sources,
+)
 from tdxstore.mkosi.run import run_mkosi
 from tdxstore.mkosi.tar import sort_tar
 
@@ -30,6 +39,7 @@ ARTIFACT = {ImageFormat.TAR: "image.tar", ImageFormat.DIRECTORY: "image.tar", Im
 BUILDS_CONF = "mkosi.conf.d/90-tdx-builds.conf"
 TOOLS_CONF = "mkosi.conf.d/80-tdx-tools.conf"
 KEEP_CACHES = 4  # incremental caches kept per store (one per package set; LRU beyond)
+MIRROR_CONF = "mkosi.conf.d/70-tdx-local-mirror.conf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,9 @@ class Run:
     extra_trees: Sequence[Path] = ()
     store_root: Path | None = None  # mounted for scripts at /work/src/tdx/store when hooks name store paths
     store_target: str = "tdx/store"
+    local_mirror: Path | None = None  # the repository of a locked package set: the only package source
+    offline: bool = False  # run mkosi in a network namespace of its own (no interface but a down lo)
+    tools_mirrors: AptMirrors | None = None  # building the tools tree: where its packages come from
 
 
 def assemble(run: Run, out: Path, *, work: Path, cache_root: Path, log: IO[bytes], log_name: str) -> None:
@@ -66,7 +79,8 @@ def assemble(run: Run, out: Path, *, work: Path, cache_root: Path, log: IO[bytes
         with incremental_cache(cache_root, key) as cache_dir:
             artifact = run_mkosi(run.mkosi, config, work / "output", cache_dir=cache_dir,
                                  package_cache_dir=cache_root / "packages", workspace=work / "ws", log_path=mlog,
-                                 force=run.fmt is None, output_name=TOOLS if run.fmt is None else "image")
+                                 force=run.fmt is None, output_name=TOOLS if run.fmt is None else "image",
+                                 offline=run.offline)
     except TdxError as e:
         cause = e.hint if e.code != "mkosi-failed" and e.hint else None
         e.hint = f"{cause}; full log: {log_name}" if cause else f"read the full log: {log_name}"
@@ -86,10 +100,27 @@ def assemble(run: Run, out: Path, *, work: Path, cache_root: Path, log: IO[bytes
 
 
 def _write_drop_ins(run: Run, config: Path) -> None:
-    """Host locations for this run only: the tools tree, extra trees, the store for hooks."""
+    """Host locations for this run only: the tools tree, extra trees, the store for hooks, the repository."""
     if run.tools_tree is not None:
         (config / TOOLS_CONF).parent.mkdir(exist_ok=True)
         (config / TOOLS_CONF).write_text(f"[Build]\nToolsTree={run.tools_tree}\n")
+    if run.local_mirror is not None:
+        # mkosi 25.3 makes this the only apt source of the image build (bound read-only into its
+        # sandbox) and writes it `Trusted: yes`: the repository is a store path generated offline from
+        # files checked by SHA-256 against verified indexes (docs/debian.md says why that is enough).
+        (config / MIRROR_CONF).parent.mkdir(exist_ok=True)
+        (config / MIRROR_CONF).write_text(f"[Distribution]\nLocalMirror=file://{run.local_mirror}\n")
+    if run.tools_mirrors is not None:
+        # Not part of the stored configuration (see `tdxstore.image.render.tools_config`). Both trees
+        # get sources: mkosi syncs the (empty, Format=none) image's metadata too, and its default
+        # sources include the debug archive, which is not mirrored.
+        for tree, release in ((TOOLS_SANDBOX_DIR, TOOLS_RELEASE), (SANDBOX_DIR, DEFAULT_RELEASE)):
+            sources = config / tree / SOURCES_FILE
+            sources.parent.mkdir(parents=True, exist_ok=True)
+            sources.write_text(apt_sources(run.tools_mirrors, release))
+        (config / MIRROR_CONF).parent.mkdir(exist_ok=True)
+        (config / MIRROR_CONF).write_text(f"[Build]\nSandboxTrees={SANDBOX_DIR}\n"
+                                          f"ToolsTreeMirror={run.tools_mirrors.debian}\n")
     conf = ("[Content]\n" + "".join(f"ExtraTrees={b}\n" for b in run.extra_trees)) if run.extra_trees else ""
     if run.store_root is not None:
         # mkosi mounts BuildSources for every script at /work/src/<target>; the hooks link /tdx/store

@@ -170,12 +170,15 @@ def base_config(
     kernel_cmdline: tuple[str, ...] = UKI_CMDLINE,
     output: str = "image",
     slim: bool = True,
+    locked: bool = False,
 ) -> MkosiConfig:
     """The base configuration of a reproducible Debian image.
 
     `tools_tree`: "default" builds mkosi's tools tree from trixie (needed for `uki`: systemd-ukify,
     bootctl and repart newer than bookworm's), a path uses a prebuilt one, None uses the host's tools.
     `slim` (uki only): no docs, man pages, translations, hwdb, kernel copies or modules for absent hardware.
+    `locked`: the packages come from a local repository of a locked set (`LocalMirror=`, a per-run
+    drop-in): no mirror and no apt sources are written, so no URL of the host's choice reaches the image.
     """
     fmt = ImageFormat(fmt)
     if fmt is ImageFormat.UKI and tools_tree is None:
@@ -198,15 +201,15 @@ def base_config(
             content += [("KernelModulesExclude", r) for r in SLIM_KERNEL_MODULES_EXCLUDE]
     else:  # with a kernel installed, Bootable=auto would try to install systemd-boot into a tar
         content += [("Bootable", "no")]
+    mirror = [] if locked else [("Mirror", mirrors.debian)]
     settings: dict[str, list[tuple[str, str]]] = {
-        "Distribution": [("Distribution", "debian"), ("Release", release), ("Mirror", mirrors.debian),
-                         ("Architecture", "x86-64")],
+        "Distribution": [("Distribution", "debian"), ("Release", release), *mirror, ("Architecture", "x86-64")],
         "Output": [("Format", fmt.value), ("Output", output), ("Seed", seed)]
         + ([("CompressOutput", "no")] if fmt is ImageFormat.TAR else []),
         "Content": content,
-        "Build": [("SandboxTrees", SANDBOX_DIR)],
+        "Build": [] if locked else [("SandboxTrees", SANDBOX_DIR)],
     }
-    files = {f"{SANDBOX_DIR}/{SOURCES_FILE}": apt_sources(mirrors, release, backports=True).encode()}
+    files = {} if locked else {f"{SANDBOX_DIR}/{SOURCES_FILE}": apt_sources(mirrors, release, backports=True).encode()}
     if tools_tree is not None:
         settings["Build"] += _tools_tree_settings(tools_tree, mirrors)
         if tools_tree == "default":

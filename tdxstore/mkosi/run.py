@@ -172,6 +172,13 @@ def mkosi_argv(mkosi_dir: Path, config_dir: Path, output_dir: Path, *, cache_dir
     return [*argv, *(["--force"] if force else []), verb]
 
 
+def offline_argv(argv: list[str]) -> list[str]:
+    """`argv` run in a new network namespace: only a loopback device that is down, so no address at
+    all (not even 127.0.0.1) is reachable. As root, `unshare --net`; otherwise in a user namespace too."""
+    userns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    return ["unshare", *userns, "--net", "--", *argv]
+
+
 def run_mkosi(
     mkosi_dir: Path,
     config_dir: Path,
@@ -185,12 +192,14 @@ def run_mkosi(
     progress: Callable[[str], None] | None = None,
     force: bool = False,
     package_cache_dir: Path | None = None,
+    offline: bool = False,
 ) -> Path:
     """Run `mkosi build` on `config_dir`; returns the main artifact (`<output_dir>/image.efi`, …).
 
     The log goes to `log_path` (default `<output_dir>/mkosi.log`). A failure raises ImageError
     (code "mkosi-failed") whose detail holds the last log lines and the log path. `progress`, if
     given, is called with each phase mkosi announces (its "‣ Installing Debian" lines, without "‣").
+    `offline`: mkosi runs with the network cut (`offline_argv`).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     for d in (cache_dir, workspace):
@@ -202,6 +211,8 @@ def run_mkosi(
     log = log_path or output_dir / "mkosi.log"
     argv = mkosi_argv(mkosi_dir, config_dir, output_dir, cache_dir=cache_dir, workspace=workspace, force=force,
                       package_cache_dir=package_cache_dir)
+    if offline:
+        argv = offline_argv(argv)
     started = time.monotonic()
     with log.open("wb") as f:
         f.write(f"$ {process.command_line(argv)}\n".encode())
@@ -211,7 +222,8 @@ def run_mkosi(
     if status is None:
         raise _failed(f"mkosi build of {config_dir} did not finish within {timeout:.0f} s", log)
     if status != 0:
-        raise _failed(f"mkosi exited with status {status} after {time.monotonic() - started:.0f} s", log)
+        raise _failed(f"mkosi exited with status {status} after {time.monotonic() - started:.0f} s", log,
+                      locked=offline)
     return find_artifact(output_dir, output_name)
 
 
@@ -250,7 +262,7 @@ _CAUSES = (
 )
 
 
-def _failed(message: str, log: Path) -> ImageError:
+def _failed(message: str, log: Path, *, locked: bool = False) -> ImageError:
     text = log.read_bytes() if log.exists() else b""
     hint, code = f"read the full log: {log}", "mkosi-failed"
     for pattern, template, cause_hint, cause_code in _CAUSES:
@@ -259,6 +271,10 @@ def _failed(message: str, log: Path) -> ImageError:
             groups = [g.decode("utf-8", "replace") for g in m.groups()]
             message = f"{template.format(*groups)} ({message})"
             hint, code = cause_hint, cause_code
+            if locked and cause_code == "package-not-found":
+                # apt had only the locked set's repository (offline): the set lacks what mkosi asked for
+                message = message.replace("the Debian archive", "the image's locked package set")
+                hint, code = "re-lock the image's packages: `tdx lock --update`", "package-not-locked"
             break
     return ImageError(message, hint=hint, detail=f"{process.tail(text, _LOG_TAIL_LINES)}\n(log: {log})",
                       code=code)

@@ -126,6 +126,7 @@ def _unpack_deb(store: Store, drv: Derivation, out: Path, log: IO[bytes], option
 
 
 def _mkosi(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> Hashed | None:
+    from tdxstore.debian.mirror import declared_mirrors
     from tdxstore.disk.gpt import make_disk
     from tdxstore.disk.manifest import DISK_FILE, UKI_FILE, write_manifest
     from tdxstore.mkosi.build import TOOLS, Run, assemble
@@ -146,7 +147,9 @@ def _mkosi(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Op
               fmt=None if env["format"] == TOOLS else ImageFormat(env["format"]),
               tools_tree=real("tools") if env.get("tools") else None,
               extra_trees=[store.real_path(store.parse(b)) for b in env.get("builds", "").split()],
-              store_root=store.root if env.get("sources") else None, store_target=STORE_DIR.lstrip("/"))
+              store_root=store.root if env.get("sources") else None, store_target=STORE_DIR.lstrip("/"),
+              local_mirror=real("repo") if env.get("repo") else None, offline=bool(env.get("repo")),
+              tools_mirrors=declared_mirrors() if env["format"] == TOOLS else None)
     out.mkdir()
     with store.temp_dir("mkosi") as work:
         assemble(run, out, work=work, cache_root=store.home / "cache" / "mkosi", log=log,
@@ -163,8 +166,8 @@ BUILTINS: dict[str, Builtin] = {
                                                   "git itself runs in bwrap"),
     "builtin:unpack-deb": Builtin(_unpack_deb, False, "pure Python over a pinned .deb; no root file "
                                                       "system is needed"),
-    "builtin:mkosi": Builtin(_mkosi, False, "mkosi needs root-like privileges and its own sandbox, and "
-                                            "downloads Debian packages until they are pinned"),
+    "builtin:mkosi": Builtin(_mkosi, False, "mkosi needs root-like privileges and its own sandbox; with a "
+                                            "locked package set it installs from its repository, offline"),
 }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tdxstore.store.tree import tree_hash
+from tests.debrepo import ArchiveServer, TestKey, bookworm_archive, fake_debian_env
 from tests.fetchserver import FetchServer, GitDaemon, git, write_tree
 from tests.wheelindex import SimpleIndex, make_wheel
 
@@ -29,6 +30,24 @@ import tdx_demo
 image = Image("locked", base="debian/bookworm")
 image.file("/etc/demo-version", content=tdx_demo.VERSION)
 """
+
+
+@pytest.fixture(scope="module")
+def debian_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A small signed bookworm archive on 127.0.0.1: `tdx lock` also pins the image's Debian packages."""
+    key = TestKey(tmp_path_factory.mktemp("gnupg"))
+    srv = ArchiveServer(bookworm_archive(tmp_path_factory.mktemp("debian"), key).root)
+    try:
+        yield fake_debian_env(srv, key)
+    finally:
+        srv.stop()
+        key.close()
+
+
+@pytest.fixture(autouse=True)
+def fake_debian(debian_server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in debian_server.items():
+        monkeypatch.setenv(k, v)
 
 
 def demo_wheel(directory: Path, version: str, name: str = "tdx-demo", requires: tuple[str, ...] = ()) -> Path:
@@ -307,7 +326,10 @@ def test_malformed_lock_names_line_and_key(tmp_path: Path, index: SimpleIndex) -
 
 @pytest.mark.parametrize(("example", "rendered"), [("monitoring", "etc/prometheus/prometheus.yml"),
                                                  ("module-class", "etc/tdx-redis/redis.conf")])
-def test_example_project_lock_is_current(tmp_path: Path, example: str, rendered: str) -> None:
+def test_example_project_lock_is_current(tmp_path: Path, example: str, rendered: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in ("TDX_DEBIAN_MIRROR", "TDX_DEBIAN_SECURITY_MIRROR", "TDX_DEBIAN_KEYRING"):
+        monkeypatch.delenv(k, raising=False)  # the committed lock pins Debian's own files
     directory = REPO / "examples" / example
     before = (directory / "tdx.lock").read_bytes()
     assert ok(tdx(tmp_path / "home", "lock", "--dry-run", "-p", str(directory))) == ""  # committed lock is current

@@ -1,0 +1,218 @@
+"""The image's Debian package set in tdx.lock: `tdx lock`, `--dry-run`, `--update`, `tdx build --frozen`.
+
+Against a signed bookworm-shaped archive served on 127.0.0.1 (`tests/debrepo.py`, a test keyring):
+what mkosi installs (the essential set, the kernel from backports, systemd-boot-efi, the TDXfile's
+packages) is locked with apt's resolver; the lock names no mirror, so two mirror URLs give the same
+lock and the same image derivation; a stale lock under `--frozen`, a tampered `.deb` and bad lock
+entries each fail with one typed error and leave the store valid.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tdxstore.cli import debian
+from tdxstore.errors import HashMismatchError, LockfileError, PackageError
+from tdxstore.image import pipeline
+from tdxstore.lock.lockfile import read_lock, write_lock
+from tdxstore.store.store import Store
+from tdxstore.store.verify import verify_store
+from tests.debrepo import Archive, ArchiveServer, Pkg, TestKey, bookworm_archive, fake_debian_env
+
+REPO = Path(__file__).resolve().parents[3]
+TDXFILE = 'from tdx import Image\nimage = Image("t", base="debian/bookworm")\n'
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestKey]:
+    k = TestKey(tmp_path_factory.mktemp("gnupg"))
+    yield k
+    k.close()
+
+
+@pytest.fixture
+def archive(tmp_path: Path, key: TestKey) -> Archive:
+    return bookworm_archive(tmp_path / "archive", key)
+
+
+@pytest.fixture
+def server(archive: Archive) -> Iterator[ArchiveServer]:
+    srv = ArchiveServer(archive.root)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path, server: ArchiveServer, key: TestKey, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {"TDX_HOME": str(tmp_path / "home"), **fake_debian_env(server, key)}
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    return values
+
+
+def project(tmp_path: Path, tdxfile: str = TDXFILE) -> Path:
+    proj = tmp_path / "proj"
+    proj.mkdir(parents=True, exist_ok=True)
+    (proj / "TDXfile").write_text(tdxfile)
+    return proj
+
+
+def tdx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tdxstore.cli.app", *args], cwd=REPO,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+
+
+def locked_names(proj: Path) -> dict[str, str]:
+    doc = tomllib.loads((proj / "tdx.lock").read_text())
+    return {p["name"]: p["version"] for p in doc["debian"]["image"]["package"]}
+
+
+def test_lock_pins_what_mkosi_installs_and_names_no_mirror(tmp_path: Path, env: dict[str, str],
+                                                           server: ArchiveServer) -> None:
+    proj = project(tmp_path)
+    r = tdx(env, "lock", "-p", str(proj))
+    assert r.returncode == 0, r.stderr
+    names = locked_names(proj)
+    # the kernel from backports, the boot packages, and the essential set as mkosi's first apt run
+    # resolves it (usrmerge and its perl, which the request alone would not pull in)
+    assert {"linux-image-cloud-amd64", "systemd", "udev", "systemd-boot-efi", "usr-is-merged", "ess",
+            "base-files", "libfoo", "usrmerge", "perl"} <= set(names)
+    assert "hello" not in names and "sec-only" not in names
+    assert "+ deb linux-image-cloud-amd64 6.12 (bookworm-backports)" in r.stdout
+    text = (proj / "tdx.lock").read_text()
+    assert server.url not in text and "127.0.0.1" not in text
+    doc = tomllib.loads(text)
+    assert doc["debian"]["bootstrap"]["package"][0]["name"] == "busybox-static"
+    assert [s["suite"] for s in doc["debian"]["image"]["source"]] == debian.suites("bookworm")
+    first = (proj / "tdx.lock").read_bytes()
+    hits = sum(server.hits.values())
+    again = tdx(env, "lock", "-p", str(proj))
+    assert again.returncode == 0 and again.stdout == "" and (proj / "tdx.lock").read_bytes() == first
+    assert sum(server.hits.values()) == hits  # an up-to-date lock is not re-resolved: no network
+
+
+def test_dry_run_update_and_frozen(tmp_path: Path, env: dict[str, str], archive: Archive) -> None:
+    proj = project(tmp_path)
+    assert tdx(env, "lock", "-p", str(proj)).returncode == 0
+    before = (proj / "tdx.lock").read_bytes()
+    (proj / "TDXfile").write_text(TDXFILE + 'image.install("hello")\n')
+    # --frozen refuses a TDXfile whose packages the lock does not pin, naming the first one
+    with closing(Store.open()) as store:
+        hook = debian.build_hook(proj / "tdx.lock", store, frozen=True)
+        assert hook is not None
+        image = debian.image_of(proj / "TDXfile", [])
+        with pytest.raises(LockfileError) as err:
+            hook(image, image.format)
+        assert err.value.code == "lock-stale" and "'hello'" in err.value.message
+        assert verify_store(store, check_contents=True).ok
+    r = tdx(env, "build", str(proj), "--frozen", "--dry-run")
+    assert r.returncode != 0 and "'hello' is requested by the TDXfile but not pinned" in r.stderr
+    assert "run `tdx lock`" in r.stderr
+    r = tdx(env, "build", str(proj), "--dry-run")  # resolves for the listing, never writes the lock
+    assert r.returncode == 0 and "not written (dry run)" in r.stderr, r.stderr
+    assert (proj / "tdx.lock").read_bytes() == before
+    dry = tdx(env, "lock", "--dry-run", "-p", str(proj))
+    assert dry.returncode == 0 and "+ deb hello 2.10-3 (bookworm)" in dry.stdout
+    assert (proj / "tdx.lock").read_bytes() == before  # the dry run wrote nothing
+    assert tdx(env, "lock", "-p", str(proj)).returncode == 0
+    assert locked_names(proj)["hello"] == "2.10-3"
+    # a newer index: `tdx lock` keeps the pins, `tdx lock --update` moves them
+    archive.add_suite("bookworm-updates", [Pkg("hello", "2.10-4", depends="libfoo")])
+    assert tdx(env, "lock", "-p", str(proj)).stdout == ""
+    up = tdx(env, "lock", "--update", "-p", str(proj))
+    assert up.returncode == 0 and "~ deb hello: 2.10-3 -> 2.10-4" in up.stdout, up.stderr
+    assert locked_names(proj)["hello"] == "2.10-4"
+
+
+def test_two_mirrors_give_one_lock_and_one_image_derivation(tmp_path: Path, env: dict[str, str],
+                                                            archive: Archive, server: ArchiveServer) -> None:
+    other = ArchiveServer(archive.root)
+    try:
+        results = []
+        for i, url in enumerate((server.url, other.url)):
+            proj = project(tmp_path / f"host{i}")
+            host = {**env, "TDX_HOME": str(tmp_path / f"home{i}"), "TDX_DEBIAN_MIRROR": url,
+                    "TDX_DEBIAN_SECURITY_MIRROR": url}
+            assert tdx(host, "lock", "-p", str(proj)).returncode == 0
+            dry = tdx(host, "build", str(proj), "--frozen", "--dry-run")
+            assert dry.returncode == 0, dry.stderr
+            # the output path: the .drv files differ only in the fetch URLs of fixed-output inputs,
+            # which the output hash leaves out (hashed modulo fixed outputs, as Nix does)
+            image = [ln for ln in dry.stdout.splitlines() if ln.startswith("image ")]
+            results.append(((proj / "tdx.lock").read_bytes(), image))
+            emitted = tmp_path / f"mkosi{i}"
+            assert tdx(host, "build", str(proj), "--frozen", "--emit-mkosi", str(emitted)).returncode == 0
+            conf = "".join(p.read_text() for p in sorted(emitted.rglob("*")) if p.is_file())
+            assert "127.0.0.1" not in conf and "Mirror=" not in conf and "mkosi.sources" not in conf
+            assert "Packages=linux-image-cloud-amd64\n" in conf or "linux-image-cloud-amd64\n" in conf
+        assert results[0] == results[1] and len(results[0][1]) == 1
+        assert other.hits  # the second host really downloaded from its own mirror
+    finally:
+        other.stop()
+
+
+def test_tampered_deb_fails_with_hash_mismatch_and_store_stays_valid(tmp_path: Path, env: dict[str, str],
+                                                                     archive: Archive) -> None:
+    proj = project(tmp_path)
+    assert tdx(env, "lock", "-p", str(proj)).returncode == 0
+    udev = next(p for p in archive.debs if "/udev_" in p)
+    (archive.root / udev).write_bytes((archive.root / udev).read_bytes() + b"tampered")
+    with closing(Store.open()) as store:
+        hook = debian.build_hook(proj / "tdx.lock", store, frozen=True)
+        assert hook is not None
+        image = debian.image_of(proj / "TDXfile", [])
+        with pytest.raises(HashMismatchError) as err:
+            pipeline.evaluate(proj / "TDXfile", None, store, packages=hook)
+        assert err.value.code == "hash-mismatch"
+        assert verify_store(store, check_contents=True).ok
+        locked = debian.read_image_set(read_lock(proj / "tdx.lock"))
+        assert locked is not None and image.release == "bookworm"
+    r = tdx(env, "build", str(proj), "--frozen")
+    assert r.returncode != 0 and sum(ln.startswith("error: ") for ln in r.stderr.splitlines()) == 1
+    assert "udev" in r.stderr
+
+
+@pytest.mark.parametrize(("edit", "code"), [
+    (lambda t: {**t, "package": [{**t["package"][0], "sha256": "abc"}, *t["package"][1:]]}, "bad-hash"),
+    (lambda t: {**t, "arch": "arm64"}, "wrong-architecture"),
+    (lambda t: {**t, "package": [{**t["package"][0], "suite": "sid"}, *t["package"][1:]]}, "suite-not-in-sources"),
+])
+def test_bad_lock_entries_get_one_typed_error(tmp_path: Path, env: dict[str, str], edit: object,
+                                              code: str) -> None:
+    proj = project(tmp_path)
+    assert tdx(env, "lock", "-p", str(proj)).returncode == 0
+    lock = read_lock(proj / "tdx.lock")
+    table = dict(lock.debian["image"])
+    assert callable(edit)
+    from tdxstore.lock.lockfile import with_debian_set
+
+    write_lock(proj / "tdx.lock", with_debian_set(lock, "image", edit(table)))
+    with closing(Store.open()) as store:
+        hook = debian.build_hook(proj / "tdx.lock", store, frozen=True)
+        assert hook is not None
+        image = debian.image_of(proj / "TDXfile", [])
+        with pytest.raises(PackageError) as err:
+            hook(image, image.format)
+        assert err.value.code == code
+        assert verify_store(store, check_contents=True).ok
+    r = tdx(env, "build", str(proj), "--frozen", "--dry-run")
+    assert r.returncode != 0 and sum(ln.startswith("error: ") for ln in r.stderr.splitlines()) == 1
+
+
+def test_unknown_package_gets_the_closest_names(tmp_path: Path, env: dict[str, str]) -> None:
+    proj = project(tmp_path, TDXFILE + 'image.install("helo")\n')
+    with closing(Store.open()) as store:
+        image = debian.image_of(proj / "TDXfile", [])
+        with pytest.raises(PackageError) as err:
+            debian.resolve_image_set(store, image, debian.requested(image))
+        assert err.value.code == "package-not-found" and "hello" in (err.value.hint or "")
+    r = tdx(env, "lock", "-p", str(proj))
+    assert r.returncode != 0 and "closest names: hello" in r.stderr and not (proj / "tdx.lock").exists()
