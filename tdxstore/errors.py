@@ -195,3 +195,9 @@ class SecretError(TdxError):
     """
 
     code = "secret-error"
+
+
+class DiffError(TdxError):
+    """Two artifacts cannot be compared (not an image, unreadable, a malformed archive), or a check failed."""
+
+    code = "diff-error"

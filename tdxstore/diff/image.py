@@ -1,0 +1,96 @@
+"""Two built images compared: which artifacts differ and where inside, and which measurements that moves.
+
+An image is a built store directory holding `image.efi` (UKI, with `image.disk` and `measurements.json`)
+or `image.tar`; anything else is refused with one error. Reads only. The measurement part comes from
+the images' own manifests; the "because" part (the initrd's files, the command line) from the artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tdxstore.diff.artifact import compare_paths
+from tdxstore.diff.deep import diffoscope
+from tdxstore.diff.measurement import MeasurementChange, compare_manifests
+from tdxstore.diff.report import Report
+from tdxstore.errors import DiffError
+
+IMAGE_FILES = ("image.efi", "image.tar")
+MANIFEST = "measurements.json"
+
+
+def check_image(path: Path, label: str) -> None:
+    """DiffError(diff-not-image) unless `path` is a directory holding a built image."""
+    if not path.is_dir() or not any((path / f).is_file() for f in IMAGE_FILES):
+        raise DiffError(f"{label!r} is not a built image (a directory with {' or '.join(IMAGE_FILES)})",
+                        hint="pass two store paths or result links of `tdx build`, or two TDXfiles",
+                        code="diff-not-image")
+
+
+def _manifest(path: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise DiffError(f"cannot read {str(path / MANIFEST)!r}: {e}", code="diff-not-manifest") from e
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDiff:
+    """The artifact report and, for bootable images, the measurement change (None without manifests)."""
+
+    report: Report
+    measurements: MeasurementChange | None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def identical(self) -> bool:
+        return self.report.identical
+
+    def because(self) -> list[str]:
+        """The files inside the UKI's initrd and its text sections that changed: the cause of the moves."""
+        lines = []
+        for f in self.report.findings:
+            inside = f.where[1:] if f.where[0] in ("image.efi",) else ()
+            if len(inside) >= 2 and inside[0] == ".initrd":
+                lines.append(f"initrd content: {'/'.join(inside[1:])} {f.change.value}")
+            elif len(inside) == 1 and inside[0] in (".cmdline", ".osrel", ".uname", ".linux"):
+                lines.append(f"UKI section {inside[0]} {f.change.value}")
+        return lines
+
+    def render(self) -> str:
+        lines = []
+        if self.measurements is not None:
+            lines += self.measurements.describe()
+            lines += [f"because: {b}" for b in self.because()[:20]]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines) + ("\n" if lines else "") + self.report.render()
+
+    def to_json(self) -> dict[str, object]:
+        return {"identical": self.identical,
+                "measurements": self.measurements.to_json() if self.measurements else None,
+                "because": self.because(), "notes": list(self.notes), "report": self.report.to_json()}
+
+
+def diff_images(a: Path, b: Path, label_a: str, label_b: str, *, deep: bool = False) -> ImageDiff:
+    """Compare two built image directories; with `deep`, add diffoscope's report when they differ."""
+    check_image(a, label_a)
+    check_image(b, label_b)
+    report = compare_paths(a, b, label_a, label_b)
+    if deep and not report.identical:
+        report = Report(report.a, report.b, report.findings, diffoscope(a, b) or
+                        "diffoscope is not installed (apt-get install diffoscope-minimal) for the deep report")
+    ma, mb = _manifest(a), _manifest(b)
+    notes: list[str] = []
+    change = compare_manifests(ma, mb) if ma is not None and mb is not None else None
+    if (ma is None) != (mb is None):
+        notes.append(f"only {label_a if ma else label_b} has {MANIFEST}: one image is not bootable, so "
+                     "measurements cannot be compared")
+    if change is not None and change.firmware:
+        notes.append("the images were measured with different firmware: MRTD and RTMR0 compare firmware, "
+                     "RTMR1 and RTMR2 still compare the images")
+    return ImageDiff(report, change, tuple(notes))
