@@ -201,3 +201,4 @@ class DiffError(TdxError):
     """Two artifacts cannot be compared (not an image, unreadable, a malformed archive), or a check failed."""
 
     code = "diff-error"
+    exit_code = 2  # as diff(1): 1 means "the images differ", 2 means trouble

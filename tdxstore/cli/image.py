@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -31,8 +32,13 @@ def build_cmd(
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Independent builds in parallel."),
     frozen: bool = typer.Option(False, "--frozen", help="Fail if tdx.lock is missing or stale; fetch only "
                                                         "what it pins."),
+    check: bool = typer.Option(False, "--check", help="Rebuild the built image independently and compare "
+                                                      "every artifact (docs/proving.md)."),
+    keep: bool = typer.Option(False, "--keep", help="With --check: keep the second build's store."),
+    as_json: bool = typer.Option(False, "--json", help="With --check: print the outcome as JSON."),
 ) -> None:
     """Build the image a TDXfile describes; print its store path."""
+    from tdxstore.cli.check import record_build
     from tdxstore.cli.lock import prepare_build
     from tdxstore.image import pipeline
     from tdxstore.store.gc import add_root
@@ -49,6 +55,12 @@ def build_cmd(
         _say(f"wrote the mkosi configuration of {p.image.name!r} ({p.fmt.value}) to {emit_mkosi}")
         return
     store = Store.open()
+    if check:
+        from tdxstore.cli.check import run_check
+
+        run_check(store, tdxfile, fmt=fmt, jobs=jobs if jobs > 1 else None, keep=keep, as_json=as_json,
+                  import_paths=locked)
+        return
     if dry_run:
         p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt, store, import_paths=locked))
         _warn(p.warnings)
@@ -64,11 +76,13 @@ def build_cmd(
         print("install " + " ".join(d.packages))
         return
     # One GC guard from evaluation to the result link: a gc waits until the image is rooted.
+    started = time.monotonic()
     with store.gc_guard():
         plan, image, ran = pipeline.build(store, tdxfile, fmt=fmt, options=Options(jobs=jobs), phase=_say,
                                          import_paths=locked)
         out.mkdir(parents=True, exist_ok=True)
         link = add_root(store, out / plan.image.name, image)
+        record_build(store, tdxfile, image, ran=ran, started=started, jobs=jobs)
     if plan.fmt.value == "directory":
         tree = pipeline.unpack_directory(store.real_path(image) / "image.tar", out / f"{plan.image.name}.rootfs")
         _say(f"root file system unpacked at {tree}")

@@ -19,6 +19,7 @@ from tdxstore.errors import DiffError
 
 IMAGE_FILES = ("image.efi", "image.tar")
 MANIFEST = "measurements.json"
+BECAUSE_LINES = 20
 
 
 def check_image(path: Path, label: str) -> None:
@@ -57,16 +58,20 @@ class ImageDiff:
         for f in self.report.findings:
             inside = f.where[1:] if f.where[0] in ("image.efi",) else ()
             if len(inside) >= 2 and inside[0] == ".initrd":
-                lines.append(f"initrd content: {'/'.join(inside[1:])} {f.change.value}")
+                lines.append(f"initrd content: {' '.join(inside[1:])} {f.change.value}")
             elif len(inside) == 1 and inside[0] in (".cmdline", ".osrel", ".uname", ".linux"):
                 lines.append(f"UKI section {inside[0]} {f.change.value}")
-        return lines
+        # changed files first: an added directory explains less than a file whose content moved
+        return sorted(lines, key=lambda line: not line.endswith(" changed"))
 
     def render(self) -> str:
         lines = []
         if self.measurements is not None:
             lines += self.measurements.describe()
-            lines += [f"because: {b}" for b in self.because()[:20]]
+            because = self.because()
+            lines += [f"because: {b}" for b in because[:BECAUSE_LINES]]
+            if len(because) > BECAUSE_LINES:
+                lines.append(f"because: ... {len(because) - BECAUSE_LINES} more (the report below lists them)")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines) + ("\n" if lines else "") + self.report.render()
 

@@ -1,0 +1,73 @@
+"""`tdx diff A B` (L5): what changed between two built images and which measurement it moves.
+
+A and B are store paths, result links (`out/<name>`), image directories or TDXfiles (built first, or looked
+up). Prints the measurement summary, the causes inside the image and the artifact report (or JSON). Exits
+0 when identical and 1 when the images differ, as diff(1) does; bad input is one error (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tdxstore.errors import DiffError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("diff")(diff_cmd)
+
+
+def _is_tdxfile(path: Path) -> bool:
+    return (path.is_dir() and (path / "TDXfile").is_file()) or (path.is_file() and path.name == "TDXfile")
+
+
+def _image_dir(arg: str, fmt: str | None) -> Path:
+    """The real directory of the image `arg` names (building a TDXfile's image when needed)."""
+    from tdxstore.store.path import split_logical
+    from tdxstore.store.store import Store
+
+    path = Path(arg)
+    if _is_tdxfile(path):
+        from tdxstore.cli.lock import prepare_build
+        from tdxstore.image import pipeline
+
+        store = Store.open()
+        locked = prepare_build(path, False)
+        with store.gc_guard():
+            _plan, sp, _ran = pipeline.build(store, path, fmt=fmt, import_paths=locked,
+                                             phase=lambda m: print(m, file=sys.stderr, flush=True))
+        return store.real_path(sp)
+    if split_logical(arg) is not None or path.is_symlink():
+        store = Store.open()
+        sp = store.parse(arg)
+        if not store.is_valid(sp):
+            raise DiffError(f"{sp} is not a valid store path", hint="build it first", code="diff-not-image")
+        return store.real_path(sp)
+    if not path.exists():
+        raise DiffError(f"{arg!r} does not exist", hint="pass store paths, result links or TDXfiles",
+                        code="diff-not-image")
+    return path
+
+
+def diff_cmd(
+    a: Annotated[str, typer.Argument(metavar="A", help="An image: store path, result link or TDXfile.")],
+    b: Annotated[str, typer.Argument(metavar="B", help="The image to compare A with.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for CI).")] = False,
+    deep: Annotated[bool, typer.Option("--deep", help="Add diffoscope's report (slow on big images).")] = False,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="Format of TDXfile images (default: "
+                                                                   "the image's).")] = None,
+) -> None:
+    """Say what changed between two built images and which measurements (MRTD, RTMR0-2) it moves."""
+    from tdxstore.diff import diff_images
+
+    result = diff_images(_image_dir(a, fmt), _image_dir(b, fmt), a, b, deep=deep)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        typer.echo(result.render(), nl=False)
+    if not result.identical:
+        raise typer.Exit(1)
