@@ -109,7 +109,7 @@ class MeasurementChange:
             for e in (e for e in self.events if e.register == r):
                 if e.a is not None and e.b is not None:
                     lines.append(f"         {e.cause}: " + (f"{e.a} (digest differs)" if e.a == e.b else
-                                                            f"{e.a!r} -> {e.b!r}"))
+                                                            f"{e.a} -> {e.b}"))
                 elif e.a is None and e.b is None:
                     lines.append(f"         {e.cause}")
                 else:
