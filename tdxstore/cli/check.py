@@ -27,10 +27,12 @@ def run_check(store: Store, tdxfile: Path, *, fmt: str | None, jobs: int | None,
     """Rebuild independently and compare; one line when identical, else the report and a DiffError."""
     from tdxstore.image.check import check
 
+    started = time.monotonic()
     with store.gc_guard():
         result = check(store, tdxfile, fmt=fmt, jobs=jobs, keep=keep, phase=_say, import_paths=import_paths)
-    first = f", first build {result.first_seconds:.0f} s" if result.first_seconds is not None else ""
-    timing = f"check {result.seconds:.0f} s{first}"
+    first = f"; first build {result.first_seconds:.0f} s" if result.first_seconds is not None else ""
+    timing = (f"check {time.monotonic() - started:.0f} s, of which second build and comparison "
+              f"{result.seconds:.0f} s{first}")
     if as_json:
         print(json.dumps({"path": str(result.image), "reproduced": result.reproduced,
                           "seconds": round(result.seconds, 1),

@@ -163,8 +163,8 @@ def check(store: Store, tdxfile: Path, *, fmt: str | None = None, jobs: int | No
             f"store and build directory: {store.home} -> {home}",
             f"parallel jobs: -j {first_jobs}{'' if first else ' (assumed: not recorded)'} -> -j {second_jobs}",
             f"TZ: {first.tz if first else os.environ.get('TZ', 'unset')} -> {tz}",
-            f"time: {int(time.time() - first.built_at)} s after the first build" if first else
-            "time: later than the first build (its time was not recorded)",
+            f"time: {int(time.time()) - (first.built_at if first else store.query(image).registration_time)} s "
+            "after the first build",
             "caches: none shared (a fresh mkosi tools tree and incremental cache)",
         )
         record = CheckRecord(str(image), int(time.time()), diff.identical, round(seconds, 1), varied, NOT_VARIED,
