@@ -1,8 +1,9 @@
 """`tdx diff A B` (L5): what changed between two built images and which measurement it moves.
 
-A and B are store paths, result links (`out/<name>`), image directories or TDXfiles (built first, or looked
-up). Prints the measurement summary, the causes inside the image and the artifact report (or JSON). Exits
-0 when identical and 1 when the images differ, as diff(1) does; bad input is one error (exit 2).
+A and B are store paths, result links (`out/<name>`), image directories, TDXfiles (built first, or looked
+up) or `REV:PATH`, a TDXfile at a git revision (exported by `git archive`, then built). Prints the
+measurement summary, the causes and the artifact report (or JSON). Exits 0 when identical and 1 when
+the images differ, as diff(1) does; bad input is one error (exit 2).
 """
 
 from __future__ import annotations
@@ -25,6 +26,51 @@ def _is_tdxfile(path: Path) -> bool:
     return (path.is_dir() and (path / "TDXfile").is_file()) or (path.is_file() and path.name == "TDXfile")
 
 
+def _build(path: Path, fmt: str | None) -> Path:
+    """Build (or look up) the image of a TDXfile; its real store directory."""
+    from tdxstore.cli.lock import prepare_build
+    from tdxstore.image import pipeline
+    from tdxstore.store.store import Store
+
+    store = Store.open()
+    locked = prepare_build(path, False)
+    with store.gc_guard():
+        _plan, sp, _ran = pipeline.build(store, path, fmt=fmt, import_paths=locked,
+                                         phase=lambda m: print(m, file=sys.stderr, flush=True))
+    return store.real_path(sp)
+
+
+def _at_revision(rev: str, path: Path, fmt: str | None) -> Path:
+    """Build the TDXfile `path` as it is at git revision `rev` (its work tree's repository)."""
+    import io
+    import tarfile
+    import tempfile
+
+    from tdxstore._fs import extract_tar, remove_tree
+    from tdxstore.sandbox import process
+    from tdxstore.store.store import Store
+
+    if rev.startswith("-"):
+        raise DiffError(f"{rev!r} is not a git revision", code="diff-bad-revision")
+    where = path if path.is_dir() else path.parent
+    git = ["git", "-c", "safe.directory=*", "-C", str(where.resolve())]
+    top = Path(process.run([*git, "rev-parse", "--show-toplevel"], what="git rev-parse").stdout.decode().strip())
+    rel = where.resolve().relative_to(top)
+    done = process.run(["git", "-c", "safe.directory=*", "-C", str(top), "archive", "--format=tar", rev, "--",
+                        rel.as_posix()], check=False, what="git archive")
+    if done.returncode != 0:
+        raise DiffError(f"cannot read {str(rel)!r} at git revision {rev!r}: "
+                        f"{done.stderr.decode('utf-8', 'replace').strip()}", code="diff-bad-revision")
+    home = Store.open().tmp
+    tmp = Path(tempfile.mkdtemp(prefix="diff-rev-", dir=home))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tf:
+            extract_tar(tf, tmp)
+        return _build(tmp / rel / (path.name if not path.is_dir() else ""), fmt)
+    finally:
+        remove_tree(tmp)
+
+
 def _image_dir(arg: str, fmt: str | None) -> Path:
     """The real directory of the image `arg` names (building a TDXfile's image when needed)."""
     from tdxstore.store.path import split_logical
@@ -32,15 +78,10 @@ def _image_dir(arg: str, fmt: str | None) -> Path:
 
     path = Path(arg)
     if _is_tdxfile(path):
-        from tdxstore.cli.lock import prepare_build
-        from tdxstore.image import pipeline
-
-        store = Store.open()
-        locked = prepare_build(path, False)
-        with store.gc_guard():
-            _plan, sp, _ran = pipeline.build(store, path, fmt=fmt, import_paths=locked,
-                                             phase=lambda m: print(m, file=sys.stderr, flush=True))
-        return store.real_path(sp)
+        return _build(path, fmt)
+    rev, sep, rest = arg.partition(":")
+    if sep and rev and not path.exists() and split_logical(arg) is None and _is_tdxfile(Path(rest or ".")):
+        return _at_revision(rev, Path(rest or "."), fmt)
     if split_logical(arg) is not None or path.is_symlink():
         store = Store.open()
         sp = store.parse(arg)
@@ -54,7 +95,8 @@ def _image_dir(arg: str, fmt: str | None) -> Path:
 
 
 def diff_cmd(
-    a: Annotated[str, typer.Argument(metavar="A", help="An image: store path, result link or TDXfile.")],
+    a: Annotated[str, typer.Argument(metavar="A", help="An image: store path, result link, TDXfile or "
+                                                       "REV:TDXFILE (a git revision of one).")],
     b: Annotated[str, typer.Argument(metavar="B", help="The image to compare A with.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for CI).")] = False,
     deep: Annotated[bool, typer.Option("--deep", help="Add diffoscope's report (slow on big images).")] = False,

@@ -39,6 +39,7 @@ CASES = [
     (("build",), ["build", "{repo}/examples/minimal", "--check"], 2, "was never built, so there is nothing"),
     (("diff",), ["diff", MISSING, MISSING], 2, "is not a valid store path"),
     (("diff",), ["diff", "{tmp}", "{tmp}"], 2, "is not a built image"),
+    (("diff",), ["diff", "nosuchrev:{repo}/examples/minimal", MISSING], 2, "at git revision 'nosuchrev'"),
     (("measure",), ["measure", "--firmware", FW], 0, "MRTD"),
     (("measure",), ["measure", MISSING], 2, "is not a valid store path"),
     (("lock",), ["lock", "-p", "{tmp}", "--dry-run"], 0, ""),
