@@ -94,6 +94,28 @@ def _image_dir(arg: str, fmt: str | None) -> Path:
     return path
 
 
+def _predicted(image: Path, blobs: Path) -> dict[str, object]:
+    """The image's measurements predicted again with the blobs, on the firmware its manifest names."""
+    from tdxstore.debian.pins import FIRMWARE_FILE
+    from tdxstore.diff.image import predicted_manifest
+    from tdxstore.disk.manifest import DEFAULT_PROFILE
+    from tdxstore.measure import load_profile
+    from tdxstore.store.store import Store
+
+    try:
+        named = json.loads((image / "measurements.json").read_text()).get("firmware_store_path")
+    except (OSError, ValueError) as e:
+        raise DiffError(f"{str(image)!r} has no readable measurements.json", hint="--blobs needs UKI images",
+                        code="diff-not-manifest") from e
+    store = Store.open()
+    sp = store.parse(str(named))
+    if not store.is_valid(sp):
+        raise DiffError(f"the firmware {sp} of {str(image)!r} is not in the store", hint="build the image here",
+                        code="diff-no-firmware")
+    firmware = (store.real_path(sp) / FIRMWARE_FILE).read_bytes()
+    return predicted_manifest(image, firmware, load_profile(DEFAULT_PROFILE, blobs))
+
+
 def diff_cmd(
     a: Annotated[str, typer.Argument(metavar="A", help="An image: store path, result link, TDXfile or "
                                                        "REV:TDXFILE (a git revision of one).")],
@@ -102,11 +124,15 @@ def diff_cmd(
     deep: Annotated[bool, typer.Option("--deep", help="Add diffoscope's report (slow on big images).")] = False,
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="Format of TDXfile images (default: "
                                                                    "the image's).")] = None,
+    blobs: Annotated[Path | None, typer.Option("--blobs", help="Platform blobs of the target host: predict "
+                                                               "RTMR0 too (tdx measure --blobs).")] = None,
 ) -> None:
     """Say what changed between two built images and which measurements (MRTD, RTMR0-2) it moves."""
     from tdxstore.diff import diff_images
 
-    result = diff_images(_image_dir(a, fmt), _image_dir(b, fmt), a, b, deep=deep)
+    da, db = _image_dir(a, fmt), _image_dir(b, fmt)
+    manifests = (_predicted(da, blobs), _predicted(db, blobs)) if blobs is not None else None
+    result = diff_images(da, db, a, b, deep=deep, manifests=manifests)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:

@@ -16,6 +16,7 @@ from tdxstore.diff.deep import diffoscope
 from tdxstore.diff.measurement import MeasurementChange, compare_manifests
 from tdxstore.diff.report import Report
 from tdxstore.errors import DiffError
+from tdxstore.measure import Profile, predict_image
 
 IMAGE_FILES = ("image.efi", "image.tar")
 MANIFEST = "measurements.json"
@@ -81,15 +82,31 @@ class ImageDiff:
                 "because": self.because(), "notes": list(self.notes), "report": self.report.to_json()}
 
 
-def diff_images(a: Path, b: Path, label_a: str, label_b: str, *, deep: bool = False) -> ImageDiff:
-    """Compare two built image directories; with `deep`, add diffoscope's report when they differ."""
+def predicted_manifest(image: Path, firmware: bytes, profile: Profile) -> dict[str, object]:
+    """The manifest of a built UKI image predicted again with `profile` (its platform blobs: RTMR0 too)."""
+    uki, disk = image / "image.efi", image / "image.disk"
+    if not uki.is_file() or not disk.is_file():
+        raise DiffError(f"{str(image)!r} is not a bootable image (no image.efi and image.disk)",
+                        hint="--blobs compares the measurements of UKI images", code="diff-not-image")
+    data = predict_image(uki.read_bytes(), disk.read_bytes(), firmware, profile).to_json()
+    old = _manifest(image) or {}
+    data["firmware_store_path"] = old.get("firmware_store_path")
+    return data
+
+
+def diff_images(a: Path, b: Path, label_a: str, label_b: str, *, deep: bool = False,
+                manifests: tuple[dict[str, object], dict[str, object]] | None = None) -> ImageDiff:
+    """Compare two built image directories; with `deep`, add diffoscope's report when they differ.
+
+    `manifests` replace the images' own measurements.json (a prediction with the target's blobs).
+    """
     check_image(a, label_a)
     check_image(b, label_b)
     report = compare_paths(a, b, label_a, label_b)
     if deep and not report.identical:
         report = Report(report.a, report.b, report.findings, diffoscope(a, b) or
                         "diffoscope is not installed (apt-get install diffoscope-minimal) for the deep report")
-    ma, mb = _manifest(a), _manifest(b)
+    ma, mb = manifests if manifests is not None else (_manifest(a), _manifest(b))
     notes: list[str] = []
     change = compare_manifests(ma, mb) if ma is not None and mb is not None else None
     if (ma is None) != (mb is None):

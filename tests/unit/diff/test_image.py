@@ -100,3 +100,23 @@ def test_not_an_image_is_one_error(images: dict[str, Path], tmp_path: Path) -> N
     with pytest.raises(DiffError) as e:
         diff_images(images["base"], tmp_path, "base", str(tmp_path))
     assert e.value.code == "diff-not-image"
+
+
+def test_with_the_targets_blobs_rtmr0_is_compared(images: dict[str, Path], tmp_path: Path) -> None:
+    """Platform blobs (as `tdx measure --blobs` takes them) make RTMR0 predictable: unchanged by a UKI change."""
+    import struct
+
+    from tdxstore.diff.image import predicted_manifest
+    from tdxstore.measure import load_profile
+
+    blobs = {"acpi-table-loader": b"loader", "acpi-rsdp": b"RSD PTR ", "acpi-tables": b"tables",
+             "boot-order": struct.pack("<H", 0), "boot-0000": b"opt0"}
+    for name, data in blobs.items():
+        (tmp_path / name).write_bytes(data)
+    profile = load_profile("qemu-tdx-upstream", tmp_path)
+    fw = measure_assets.trixie_ovmf().read_bytes()
+    manifests = (predicted_manifest(images["base"], fw, profile), predicted_manifest(images["cmdline"], fw, profile))
+    d = diff_images(images["base"], images["cmdline"], "base", "cmdline", manifests=manifests)
+    assert d.measurements is not None
+    assert d.measurements.registers["RTMR0"] is State.SAME
+    assert d.measurements.headline().endswith("leaves MRTD and RTMR0 alone")
