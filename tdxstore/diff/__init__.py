@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from tdxstore.diff.archive import Entry, initrd_entries, packages, services, tar_entries
 from tdxstore.diff.artifact import compare_bytes, compare_paths, sniff
-from tdxstore.diff.deep import diffoscope
-from tdxstore.diff.image import ImageDiff, check_image, diff_images
+from tdxstore.diff.image import ImageDiff, check_image, diff_images, diffoscope
 from tdxstore.diff.measurement import EventChange, MeasurementChange, State, cause, compare_manifests
 from tdxstore.diff.report import Change, Finding, Report
 

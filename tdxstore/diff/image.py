@@ -1,22 +1,24 @@
 """Two built images compared: which artifacts differ and where inside, and which measurements that moves.
 
-An image is a built store directory holding `image.efi` (UKI, with `image.disk` and `measurements.json`)
-or `image.tar`; anything else is refused with one error. Reads only. The measurement part comes from
-the images' own manifests; the "because" part (the initrd's files, the command line) from the artifacts.
+An image is a built store directory holding `image.efi` (with `image.disk`, `measurements.json`) or
+`image.tar`; anything else is one error. Reads only. Measurements come from the images' manifests, the
+"because" (the initrd's files, the command line) from the artifacts, and the deep report from Debian's
+diffoscope where installed, after our own summary (its status 1 means "differences", never a failure).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tdxstore.diff.artifact import compare_paths
-from tdxstore.diff.deep import diffoscope
 from tdxstore.diff.measurement import MeasurementChange, compare_manifests
 from tdxstore.diff.report import Report
-from tdxstore.errors import DiffError
+from tdxstore.errors import CommandError, DiffError
 from tdxstore.measure import Profile, predict_image
+from tdxstore.sandbox import process
 
 IMAGE_FILES = ("image.efi", "image.tar")
 MANIFEST = "measurements.json"
@@ -116,3 +118,33 @@ def diff_images(a: Path, b: Path, label_a: str, label_b: str, *, deep: bool = Fa
         notes.append("the images were measured with different firmware: MRTD and RTMR0 compare firmware, "
                      "RTMR1 and RTMR2 still compare the images")
     return ImageDiff(report, change, tuple(notes))
+
+
+# -- the deep report ----------------------------------------------------------------------------
+
+MAX_REPORT = 256 << 10  # bytes of diffoscope text kept
+TIMEOUT = 900.0
+
+
+def available() -> bool:
+    return process.which("diffoscope", process.host_env()["PATH"]) is not None
+
+
+def diffoscope(a: Path, b: Path) -> str | None:
+    """diffoscope's text report of `a` against `b`, or None when diffoscope is not installed."""
+    if not available():
+        return None
+    argv = ["diffoscope", "--text", "-", "--no-progress", "--exclude-directory-metadata", "yes",
+            "--max-text-report-size", str(MAX_REPORT), os.fspath(a), os.fspath(b)]
+    try:
+        done = process.run(argv, env=process.host_env({"TZ": "UTC", "LC_ALL": "C.UTF-8"}), check=False,
+                           timeout=TIMEOUT, what="diffoscope")
+    except CommandError as e:
+        return f"(diffoscope did not report: {e.message})\n"
+    if done.returncode == 0:
+        return "diffoscope: no differences\n"
+    text = done.stdout.decode("utf-8", "replace")[:MAX_REPORT]
+    if done.returncode != 1:
+        text += f"\n(diffoscope exited with status {done.returncode}: " \
+                f"{done.stderr.decode('utf-8', 'replace').strip()[-400:]})\n"
+    return text
