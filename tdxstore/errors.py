@@ -202,3 +202,10 @@ class DiffError(TdxError):
 
     code = "diff-error"
     exit_code = 2  # as diff(1): 1 means "the images differ", 2 means trouble
+
+
+class DifferenceError(DiffError):
+    """Two builds that should be identical are not (`tdx build --check`): exit 1, as diff(1) for "differ"."""
+
+    code = "check-differs"
+    exit_code = 1

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tdxstore.errors import DiffError
+from tdxstore.errors import DifferenceError
 from tdxstore.store.path import StorePath
 from tdxstore.store.store import Store
 
@@ -52,9 +52,9 @@ def run_check(store: Store, tdxfile: Path, *, fmt: str | None, jobs: int | None,
     if result.reproduced:
         print(f"reproduced: {result.image} (second build identical in every artifact; {timing})")
         return
-    raise DiffError(f"the second build of {result.image} differs in {', '.join(result.diff.report.artifacts())}",
-                    hint="the report above names each difference; `--check --keep` keeps the second build",
-                    code="check-differs")
+    raise DifferenceError(f"the second build of {result.image} differs in "
+                          f"{', '.join(result.diff.report.artifacts())}",
+                          hint="the report above names each difference; `--check --keep` keeps the second build")
 
 
 def record_build(store: Store, tdxfile: Path, image: StorePath, *, ran: bool, started: float, jobs: int) -> None:
