@@ -50,7 +50,8 @@ def run_check(store: Store, tdxfile: Path, *, fmt: str | None, jobs: int | None,
     if result.kept is not None:
         _say(f"kept the second build's store at {result.kept} (TDX_HOME={result.kept} tdx store ls)")
     if result.reproduced:
-        print(f"reproduced: {result.image} (second build identical in every artifact; {timing})")
+        if not as_json:
+            print(f"reproduced: {result.image} (second build identical in every artifact; {timing})")
         return
     raise DifferenceError(f"the second build of {result.image} differs in "
                           f"{', '.join(result.diff.report.artifacts())}",
