@@ -195,3 +195,17 @@ class SecretError(TdxError):
     """
 
     code = "secret-error"
+
+
+class DiffError(TdxError):
+    """Two artifacts cannot be compared (not an image, unreadable, a malformed archive), or a check failed."""
+
+    code = "diff-error"
+    exit_code = 2  # as diff(1): 1 means "the images differ", 2 means trouble
+
+
+class DifferenceError(DiffError):
+    """Two builds that should be identical are not (`tdx build --check`): exit 1, as diff(1) for "differ"."""
+
+    code = "check-differs"
+    exit_code = 1

@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("tdxstore.cli.image", "Build the image a TDXfile describes; print its store path."),
     "measure": ("tdxstore.cli.measure", "Predict the TDX measurements (MRTD, RTMR0-2) of booting IMAGE (MRTD "
                                         "alone: --firmware FW only)."),
+    "diff": ("tdxstore.cli.diff", "Say what changed between two built images and which measurements (MRTD, "
+                                  "RTMR0-2) it moves."),
     "store": ("tdxstore.cli.store", "Inspect and maintain the content-addressed store."),
     "lock": ("tdxstore.cli.lock", "Resolve the modules pyproject.toml declares and pin them (and the TDXfile's "
                                   "fetches) in tdx.lock."),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 if TYPE_CHECKING:
-    from tdxstore.image.pipeline import PackagesHook
+    from collections.abc import Callable
+
+    from tdxstore.image.pipeline import Hooks, PackagesHook
     from tdxstore.store.store import Store
 
 
@@ -36,9 +39,13 @@ def build_cmd(
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Independent builds in parallel."),
     frozen: bool = typer.Option(False, "--frozen", help="Fail if tdx.lock is missing or stale; fetch only "
                                                         "what it pins."),
+    check: bool = typer.Option(False, "--check", help="Rebuild the built image independently and compare "
+                                                      "every artifact (docs/proving.md)."),
+    keep: bool = typer.Option(False, "--keep", help="With --check: keep the second build's store."),
+    as_json: bool = typer.Option(False, "--json", help="With --check: print the outcome as JSON."),
 ) -> None:
     """Build the image a TDXfile describes; print its store path."""
-    from tdxstore.cli.builds import Lowering
+    from tdxstore.cli.check import record_build
     from tdxstore.cli.lock import prepare_build
     from tdxstore.image import pipeline
     from tdxstore.store.gc import add_root
@@ -46,22 +53,25 @@ def build_cmd(
     from tdxstore.store.store import Store
 
     locked = prepare_build(tdxfile, frozen)  # the locked modules' store paths, first on sys.path
-    directory = (tdxfile if tdxfile.is_dir() else tdxfile.parent).resolve()
     if emit_mkosi is not None:
         from tdxstore.mkosi.config import write_config
 
         store = Store.open()
-        p = pipeline.evaluate(tdxfile, fmt, store, import_paths=locked, lower=Lowering(store, directory, frozen=frozen),
-                              packages=_packages(tdxfile, store, frozen, fetch=False))
+        p = pipeline.evaluate(tdxfile, fmt, store, import_paths=locked, **_hooks(tdxfile, frozen, fetch=False)(store))
         _warn(p.warnings)
         write_config(p.config, emit_mkosi)
         _say(f"wrote the mkosi configuration of {p.image.name!r} ({p.fmt.value}) to {emit_mkosi}")
         return
     store = Store.open()
+    if check:
+        from tdxstore.cli.check import run_check
+
+        run_check(store, tdxfile, fmt=fmt, jobs=jobs if jobs > 1 else None, keep=keep, as_json=as_json,
+                  import_paths=locked, hooks=_hooks(tdxfile, frozen))
+        return
     if dry_run:
         p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt, store, import_paths=locked,
-                                                               lower=Lowering(store, directory, frozen=frozen),
-                                                               packages=_packages(tdxfile, store, frozen, fetch=False)))
+                                                               **_hooks(tdxfile, frozen, fetch=False)(store)))
         _warn(p.warnings)
         d = pipeline.dry_run(store, p)
         print(f"image {d.image.out} {'(valid: nothing to do)' if d.image_valid else '(would be built by mkosi)'}")
@@ -75,12 +85,13 @@ def build_cmd(
         print("install " + " ".join(d.packages))
         return
     # One GC guard from evaluation to the result link: a gc waits until the image is rooted.
+    started = time.monotonic()
     with store.gc_guard():
         plan, image, ran = pipeline.build(store, tdxfile, fmt=fmt, options=Options(jobs=jobs), phase=_say,
-                                         import_paths=locked, lower=Lowering(store, directory, frozen=frozen),
-                                         packages=_packages(tdxfile, store, frozen))
+                                         import_paths=locked, **_hooks(tdxfile, frozen)(store))
         out.mkdir(parents=True, exist_ok=True)
         link = add_root(store, out / plan.image.name, image)
+        record_build(store, tdxfile, image, ran=ran, started=started, jobs=jobs)
     if plan.fmt.value == "directory":
         tree = pipeline.unpack_directory(store.real_path(image) / "image.tar", out / f"{plan.image.name}.rootfs")
         _say(f"root file system unpacked at {tree}")
@@ -88,6 +99,19 @@ def build_cmd(
     if plan.fmt.value == "uki":
         _report_size(store.real_path(image), directories=5 if ran else 0)
     print(image)
+
+
+def _hooks(tdxfile: Path, frozen: bool, *, fetch: bool = True) -> Callable[[Store], Hooks]:
+    """For a store: how the pipeline lowers typed builds and finds the image's locked packages."""
+    from tdxstore.cli.builds import Lowering
+
+    directory = (tdxfile if tdxfile.is_dir() else tdxfile.parent).resolve()
+
+    def hooks(store: Store) -> Hooks:
+        return {"lower": Lowering(store, directory, frozen=frozen),
+                "packages": _packages(tdxfile, store, frozen, fetch=fetch)}
+
+    return hooks
 
 
 def _packages(tdxfile: Path, store: Store, frozen: bool, *, fetch: bool = True) -> PackagesHook | None:

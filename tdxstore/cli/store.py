@@ -63,6 +63,8 @@ def path_info(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show NAR hash, NAR size, references, deriver and registration time of store paths."""
+    from tdxstore.cli.check import check_json, check_lines
+
     store = _open()
     infos = [store.query(store.parse(p)) for p in paths]
     if as_json:
@@ -72,6 +74,7 @@ def path_info(
             "path": str(i.path), "narHash": i.nar_hash, "narSize": i.nar_size,
             "references": [str(r) for r in i.references], "deriver": str(i.deriver) if i.deriver else None,
             "ca": i.ca, "registrationTime": i.registration_time, "impure": i.impure,
+            "check": check_json(store, i.path),
         } for i in infos], indent=2))
         return
     for i in infos:
@@ -86,6 +89,8 @@ def path_info(
         print(f"  references:    {len(i.references)}")
         for r in i.references:
             print(f"    {r}")
+        for line in check_lines(store, i.path):
+            print(line)
 
 
 @store_app.command("dump")

@@ -16,6 +16,7 @@ import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from tdxstore._fs import extract_tar, remove_tree
 from tdxstore.debian.mirror import AptMirrors, declared_mirrors
@@ -37,6 +38,13 @@ Lower = Callable[[object], Derivation]  # a typed build -> its derivation (on a 
 #: Given the evaluated image and its output format, the repository derivation of its locked package
 #: set (the CLI composes `tdxstore.packages` with the lockfile), or None to let mkosi use the mirror.
 PackagesHook = Callable[[Image, ImageFormat], Derivation | None]
+
+
+class Hooks(TypedDict, total=False):
+    """What the CLI composes into evaluation for one store: typed builds and the locked package set."""
+
+    lower: Lower | None
+    packages: PackagesHook | None
 MEASUREMENTS = "measurements.json"
 
 

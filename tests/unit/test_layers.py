@@ -18,6 +18,7 @@ LAYERS: dict[str, float] = {
     "tdxstore._fs": 0.5, "tdxstore._lock": 0.5, "tdxstore._usercode": 0.5,  # helpers over errors
     "tdxstore.sandbox": 1, "tdxstore.measure": 1, "tdxstore.debian": 1,
     "tdxstore.fetch": 2, "tdxstore.secrets": 2, "tdxstore.mkosi": 2, "tdxstore.disk": 2, "tdxstore.boot": 2,
+    "tdxstore.diff": 2,
     "tdxstore.store": 3,
     "tdxstore.builders": 4, "tdxstore.image": 4, "tdxstore.lock": 4, "tdxstore.packages": 4,
     "tdxstore.cli": 5,
