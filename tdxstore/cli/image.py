@@ -31,24 +31,26 @@ def build_cmd(
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Independent builds in parallel."),
     frozen: bool = typer.Option(False, "--frozen", help="Fail if tdx.lock is missing or stale; fetch only "
                                                         "what it pins."),
+    offline: bool = typer.Option(False, "--offline", help="Download nothing; list what is missing up front."),
 ) -> None:
     """Build the image a TDXfile describes; print its store path."""
     from tdxstore.cli.lock import prepare_build
+    from tdxstore.cli.transfer import configure
     from tdxstore.image import pipeline
     from tdxstore.store.gc import add_root
     from tdxstore.store.realise import Options
     from tdxstore.store.store import Store
 
+    configure(store := Store.open(), offline)
     locked = prepare_build(tdxfile, frozen)  # the locked modules' store paths, first on sys.path
     if emit_mkosi is not None:
         from tdxstore.mkosi.config import write_config
 
-        p = pipeline.evaluate(tdxfile, fmt, Store.open(), import_paths=locked)
+        p = pipeline.evaluate(tdxfile, fmt, store, import_paths=locked)
         _warn(p.warnings)
         write_config(p.config, emit_mkosi)
         _say(f"wrote the mkosi configuration of {p.image.name!r} ({p.fmt.value}) to {emit_mkosi}")
         return
-    store = Store.open()
     if dry_run:
         p = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, fmt, store, import_paths=locked))
         _warn(p.warnings)

@@ -1,4 +1,7 @@
-"""`tdx store …`: add, ls, path-info, dump, verify, gc, delete, roots (L5: parse, call, print)."""
+"""`tdx store …`: add, ls, path-info, dump, verify, gc, delete, roots (L5: parse, call, print).
+
+Export, import, keys, signing and caches are in `cli/transfer.py`, registered on the same group.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ store_app = typer.Typer(help="Inspect and maintain the content-addressed store."
 
 
 def register(app: typer.Typer) -> None:
+    from tdxstore.cli import transfer
+
+    transfer.register(store_app)
     app.add_typer(store_app, name="store")
 
 

@@ -72,6 +72,7 @@ class Builtin:
     handler: Handler
     fixed_output: bool
     why: str  # why it does not run in bubblewrap (docs/architecture.md shows the table)
+    network: bool = False  # downloads while it runs: refused up front by `--offline`
 
 
 def _fetchurl(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> Hashed | None:
@@ -158,13 +159,14 @@ def _mkosi(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Op
 
 
 BUILTINS: dict[str, Builtin] = {
-    "builtin:fetchurl": Builtin(_fetchurl, True, "fixed output: network allowed, hash checked"),
+    "builtin:fetchurl": Builtin(_fetchurl, True, "fixed output: network allowed, hash checked",
+                                   network=True),
     "builtin:fetchgit": Builtin(_fetchgit, True, "fixed output: network allowed, NAR hash checked; "
-                                                  "git itself runs in bwrap"),
+                                                  "git itself runs in bwrap", network=True),
     "builtin:unpack-deb": Builtin(_unpack_deb, False, "pure Python over a pinned .deb; no root file "
                                                       "system is needed"),
     "builtin:mkosi": Builtin(_mkosi, False, "mkosi needs root-like privileges and its own sandbox, and "
-                                            "downloads Debian packages until they are pinned"),
+                                            "downloads Debian packages until they are pinned", network=True),
 }
 
 
