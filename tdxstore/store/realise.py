@@ -193,12 +193,13 @@ def _build_one(store: Store, drv: Derivation, options: Options, notify: Progress
     if _outputs_valid(store, drv):
         notify("valid", drv, "")
         return False
+    # Before the output locks: registering a substitute takes each path's lock itself (and re-checks).
+    if store.substituters is not None and _substitute(store, drv):
+        notify("substituted", drv, "")
+        return False
     with store.path_locks(outputs):
         if _outputs_valid(store, drv):
             notify("valid", drv, "built by another process")
-            return False
-        if store.substituters is not None and _substitute(store, drv):
-            notify("substituted", drv, "")
             return False
         _check_inputs_valid(store, drv)
         notify("build", drv, "")
