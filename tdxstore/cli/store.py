@@ -78,6 +78,7 @@ def path_info(
             "path": str(i.path), "narHash": i.nar_hash, "narSize": i.nar_size,
             "references": [str(r) for r in i.references], "deriver": str(i.deriver) if i.deriver else None,
             "ca": i.ca, "registrationTime": i.registration_time, "impure": i.impure,
+            "signatures": store.db.signatures(i.path.base_name),
         } for i in infos], indent=2))
         return
     for i in infos:
@@ -89,6 +90,10 @@ def path_info(
         print(f"  content-addr:  {i.ca or '-'}")
         if i.impure:
             print("  impure:        yes (built without sandbox)")
+        sigs = store.db.signatures(i.path.base_name)
+        print(f"  signatures:    {len(sigs)}")
+        for sig in sigs:
+            print(f"    {sig}")
         print(f"  references:    {len(i.references)}")
         for r in i.references:
             print(f"    {r}")
