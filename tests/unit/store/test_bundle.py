@@ -243,3 +243,23 @@ def test_select_a_derivation_carries_its_drv_closure_and_outputs(source: Store, 
     only = select(source, [], [fetched], outputs_only=True)
     assert only.roots == (blob,) and only.missing == ()
     assert bundle.VERSION == 1
+
+
+def test_cli_export_of_a_tdxfile_then_offline_build_lists_every_download(tmp_path: Path) -> None:
+    """A TDXfile whose image was never built here: the bundle carries its .drv closure and sources (the
+    missing outputs are warned about), and `tdx build --offline` elsewhere names every download at once."""
+    from tests.unit.cli.test_store_cli import REPO, one_error, tdx
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    out = tdx(a, "store", "export", str(REPO / "examples" / "minimal"), "-o", str(tmp_path / "m.tdx"))
+    assert out.returncode == 0, out.stderr
+    assert b"warning: not in this store" in out.stderr and b"-mkosi-config" not in out.stderr
+    imported = tdx(b, "store", "import", str(tmp_path / "m.tdx"))
+    assert imported.returncode == 0 and b"-minimal-mkosi-config" in imported.stdout, imported.stderr
+    assert any(line.endswith(b".drv") for line in imported.stdout.splitlines())
+    offline = tdx(b, "build", str(REPO / "examples" / "minimal"), "--offline", "-o", str(tmp_path / "out"))
+    msg = one_error(offline)
+    assert offline.returncode == 1 and "--offline:" in msg and "would need the network" in msg
+    err = offline.stderr.decode()
+    assert "builtin:mkosi" in err and ".deb" in err and "running mkosi" not in err
+    assert tdx(b, "store", "verify").returncode == 0
