@@ -209,3 +209,11 @@ class DifferenceError(DiffError):
 
     code = "check-differs"
     exit_code = 1
+
+
+class TransferError(TdxError):
+    """Moving paths between stores: a malformed, truncated or lying bundle or cache object, a signature
+    that is missing or does not verify, a key file that is not a key, an unreachable cache, an offline
+    build that would need the network."""
+
+    code = "transfer-error"

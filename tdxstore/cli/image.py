@@ -43,26 +43,27 @@ def build_cmd(
                                                       "every artifact (docs/proving.md)."),
     keep: bool = typer.Option(False, "--keep", help="With --check: keep the second build's store."),
     as_json: bool = typer.Option(False, "--json", help="With --check: print the outcome as JSON."),
+    offline: bool = typer.Option(False, "--offline", help="Download nothing; list what is missing up front."),
 ) -> None:
     """Build the image a TDXfile describes; print its store path."""
     from tdxstore.cli.check import record_build
     from tdxstore.cli.lock import prepare_build
+    from tdxstore.cli.transfer import configure
     from tdxstore.image import pipeline
     from tdxstore.store.gc import add_root
     from tdxstore.store.realise import Options
     from tdxstore.store.store import Store
 
+    configure(store := Store.open(), offline)
     locked = prepare_build(tdxfile, frozen)  # the locked modules' store paths, first on sys.path
     if emit_mkosi is not None:
         from tdxstore.mkosi.config import write_config
 
-        store = Store.open()
         p = pipeline.evaluate(tdxfile, fmt, store, import_paths=locked, **_hooks(tdxfile, frozen, fetch=False)(store))
         _warn(p.warnings)
         write_config(p.config, emit_mkosi)
         _say(f"wrote the mkosi configuration of {p.image.name!r} ({p.fmt.value}) to {emit_mkosi}")
         return
-    store = Store.open()
     if check:
         from tdxstore.cli.check import run_check
 

@@ -36,12 +36,15 @@ def realise_cmd(
                                     help="DEVELOPERS ONLY: build on the host, outputs marked impure."),
     timeout: float | None = typer.Option(None, "--timeout", help="Default wall-clock limit (s)."),
     max_silent: float | None = typer.Option(None, "--max-silent", help="Default limit without output (s)."),
+    offline: bool = typer.Option(False, "--offline", help="Download nothing; list what is missing up front."),
 ) -> None:
     """Build a derivation (and what it needs) and print its output paths."""
+    from tdxstore.cli.transfer import configure
     from tdxstore.store.realise import Options
     from tdxstore.store.store import Store
 
     store = Store.open()
+    configure(store, offline)
     # One GC guard from evaluation to the result links: a gc waits until the outputs are rooted.
     with store.gc_guard():
         _realise(store, target, out_link, dry_run, Options(
@@ -78,6 +81,8 @@ def _realise(store: Store, target: str, out_link: Path | None, dry_run: bool, op
             _err(f"built {name} ({detail})")
         elif event == "failed":
             _err(f"failed {name}")
+        elif event == "substituted":
+            _err(f"substituted {name}")
 
     result = realise(store, drvs, options, progress)
     if not result.built:

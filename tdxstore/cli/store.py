@@ -1,4 +1,7 @@
-"""`tdx store …`: add, ls, path-info, dump, verify, gc, delete, roots (L5: parse, call, print)."""
+"""`tdx store …`: add, ls, path-info, dump, verify, gc, delete, roots (L5: parse, call, print).
+
+Export, import, keys, signing and caches are in `cli/transfer.py`, registered on the same group.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ store_app = typer.Typer(help="Inspect and maintain the content-addressed store."
 
 
 def register(app: typer.Typer) -> None:
+    from tdxstore.cli import transfer
+
+    transfer.register(store_app)
     app.add_typer(store_app, name="store")
 
 
@@ -75,6 +81,7 @@ def path_info(
             "references": [str(r) for r in i.references], "deriver": str(i.deriver) if i.deriver else None,
             "ca": i.ca, "registrationTime": i.registration_time, "impure": i.impure,
             "check": check_json(store, i.path),
+            "signatures": store.db.signatures(i.path.base_name),
         } for i in infos], indent=2))
         return
     for i in infos:
@@ -86,6 +93,10 @@ def path_info(
         print(f"  content-addr:  {i.ca or '-'}")
         if i.impure:
             print("  impure:        yes (built without sandbox)")
+        sigs = store.db.signatures(i.path.base_name)
+        print(f"  signatures:    {len(sigs)}")
+        for sig in sigs:
+            print(f"    {sig}")
         print(f"  references:    {len(i.references)}")
         for r in i.references:
             print(f"    {r}")

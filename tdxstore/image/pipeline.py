@@ -30,7 +30,7 @@ from tdxstore.mkosi.build import TOOLS
 from tdxstore.mkosi.config import TOOLS_RELEASE, ImageFormat, write_config
 from tdxstore.store.derivation import Derivation, derivation
 from tdxstore.store.path import StorePath, mentioned_paths
-from tdxstore.store.realise import Options, Plan, instantiate, plan, realise
+from tdxstore.store.realise import Options, Plan, check_offline, instantiate, plan, realise
 from tdxstore.store.store import Store
 
 Phase = Callable[[str], None]
@@ -223,6 +223,8 @@ def build(store: Store, tdxfile: Path, *, fmt: str | None = None, options: Optio
         phase(f"warning: {warning}")
     if store.is_valid(p.derivation.out):
         return p, p.derivation.out, False
+    if store.offline:  # every download the whole build would need, in one error, before any build
+        check_offline(store, plan(store, [p.derivation]).build)
     tools = next(d for d in p.derivation.input_drvs if dict(d.env).get("format") == TOOLS)
     first = [d for d in p.derivation.input_drvs if d is not tools]
     if not all(store.is_valid(d.out) for d in first):

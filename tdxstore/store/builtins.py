@@ -72,6 +72,16 @@ class Builtin:
     handler: Handler
     fixed_output: bool
     why: str  # why it does not run in bubblewrap (docs/architecture.md shows the table)
+    network: bool | Callable[[Derivation], bool] = False  # downloads while it runs: refused by `--offline`
+
+    def downloads(self, drv: Derivation) -> bool:
+        return self.network(drv) if callable(self.network) else self.network
+
+
+def _mkosi_downloads(drv: Derivation) -> bool:
+    """mkosi downloads packages unless the image's locked repository is an input (then it runs offline);
+    its tools tree is not locked yet, so building that downloads."""
+    return not drv.env_dict().get("repo")
 
 
 def _fetchurl(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Options) -> Hashed | None:
@@ -161,13 +171,15 @@ def _mkosi(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Op
 
 
 BUILTINS: dict[str, Builtin] = {
-    "builtin:fetchurl": Builtin(_fetchurl, True, "fixed output: network allowed, hash checked"),
+    "builtin:fetchurl": Builtin(_fetchurl, True, "fixed output: network allowed, hash checked",
+                                   network=True),
     "builtin:fetchgit": Builtin(_fetchgit, True, "fixed output: network allowed, NAR hash checked; "
-                                                  "git itself runs in bwrap"),
+                                                  "git itself runs in bwrap", network=True),
     "builtin:unpack-deb": Builtin(_unpack_deb, False, "pure Python over a pinned .deb; no root file "
                                                       "system is needed"),
     "builtin:mkosi": Builtin(_mkosi, False, "mkosi needs root-like privileges and its own sandbox; with a "
-                                            "locked package set it installs from its repository, offline"),
+                                            "locked package set it installs from its repository, offline",
+                             network=_mkosi_downloads),
 }
 
 

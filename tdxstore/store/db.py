@@ -104,8 +104,19 @@ class Database:
                     retry_busy(lambda: self.conn.executescript(
                         f"BEGIN IMMEDIATE;\n{schema}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"))
             self.conn.execute("SELECT count(*) FROM valid_paths").fetchone()
+            self._add_signatures_table()
         except sqlite3.DatabaseError as e:
             raise _corrupt(path, e) from e
+
+    def _add_signatures_table(self) -> None:
+        """The `signatures` table is additive (schema version 1 still): stores made before it get it here."""
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'signatures'").fetchone():
+            return
+        with self._write_lock:
+            retry_busy(lambda: self.conn.executescript(
+                "BEGIN IMMEDIATE;\nCREATE TABLE IF NOT EXISTS signatures (path INTEGER NOT NULL REFERENCES "
+                "valid_paths(id) ON DELETE CASCADE, signature TEXT NOT NULL, PRIMARY KEY (path, signature));\n"
+                "COMMIT;"))
 
     def close(self) -> None:
         self.conn.close()
@@ -166,6 +177,11 @@ class Database:
             "SELECT p.path, r.path FROM refs JOIN valid_paths p ON p.id = refs.referrer "
             "JOIN valid_paths r ON r.id = refs.reference"))
 
+    def signatures(self, base: str) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT s.signature FROM signatures s JOIN valid_paths v ON v.id = s.path WHERE v.path = ? "
+            "ORDER BY s.signature", (base,))]
+
     def derivation_output(self, drv: str, output: str) -> str | None:
         row = self.conn.execute("SELECT path FROM derivation_outputs WHERE drv = ? AND output = ?",
                                 (drv, output)).fetchone()
@@ -188,6 +204,13 @@ class Database:
                 raise StoreError(f"cannot register {info.path}: its reference {ref} is not valid",
                                  code="invalid-reference")
             conn.execute("INSERT OR IGNORE INTO refs (referrer, reference) VALUES (?, ?)", (pid, row[0]))
+
+    def add_signatures(self, conn: sqlite3.Connection, base: str, signatures: Iterable[str]) -> None:
+        row = conn.execute("SELECT id FROM valid_paths WHERE path = ?", (base,)).fetchone()
+        if row is None:
+            raise StoreError(f"cannot sign /tdx/store/{base}: it is not valid", code="path-not-valid")
+        conn.executemany("INSERT OR IGNORE INTO signatures (path, signature) VALUES (?, ?)",
+                         [(row[0], s) for s in signatures])
 
     def record_output(self, conn: sqlite3.Connection, drv: str, output: str, path: str) -> None:
         conn.execute("INSERT OR REPLACE INTO derivation_outputs (drv, output, path) VALUES (?, ?, ?)",

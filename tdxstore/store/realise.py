@@ -9,6 +9,8 @@ Order for one derivation (Nix `LocalStore::addToStore`, applied to builds):
   5. normalise, hash, scan references, compare a fixed output's hash with the declared one;
   6. rename into place; 7. register in one transaction; 8. unlock.
 The whole run holds the GC lock shared, so a concurrent `gc` cannot delete inputs under a build.
+Before building, the store's substituters (binary caches) are asked for the outputs (`cache.py`);
+with `store.offline`, builds that would download are listed in one error before anything runs.
 Independent derivations run in parallel (`jobs`); dependencies are scheduled first. With one job
 everything runs in the calling thread, so Ctrl-C interrupts the build or download at once.
 """
@@ -24,10 +26,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tdxstore.errors import BuildError, DerivationError, HashMismatchError, TdxError
+from tdxstore.errors import BuildError, DerivationError, HashMismatchError, TdxError, TransferError
 from tdxstore.store.build import Options as Options  # re-exported: realise(…, Options(…)) is the API
 from tdxstore.store.build import input_closure, run_builder
-from tdxstore.store.builtins import Hashed
+from tdxstore.store.builtins import BUILTINS, Hashed
 from tdxstore.store.derivation import Derivation, decode
 from tdxstore.store.nar import NarDigest, hash_path
 from tdxstore.store.normalise import normalise_tree
@@ -36,7 +38,7 @@ from tdxstore.store.store import Store, content_address
 
 log = logging.getLogger(__name__)
 
-#: progress(event, derivation, detail): events "valid", "build", "built", "failed".
+#: progress(event, derivation, detail): events "valid", "substituted", "build", "built", "failed".
 Progress = Callable[[str, Derivation, str], None]
 
 
@@ -130,6 +132,8 @@ def realise(store: Store, targets: Sequence[Derivation], options: Options | None
         notify = progress or (lambda _e, _d, _s: None)
         for d in todo.valid:
             notify("valid", d, "")
+        if store.offline:
+            check_offline(store, todo.build)
         result = Result()
         _schedule(store, list(todo.build), options, notify, result)
         for d in closure_of(targets):
@@ -189,6 +193,10 @@ def _build_one(store: Store, drv: Derivation, options: Options, notify: Progress
     if _outputs_valid(store, drv):
         notify("valid", drv, "")
         return False
+    # Before the output locks: registering a substitute takes each path's lock itself (and re-checks).
+    if store.substituters is not None and _substitute(store, drv):
+        notify("substituted", drv, "")
+        return False
     with store.path_locks(outputs):
         if _outputs_valid(store, drv):
             notify("valid", drv, "built by another process")
@@ -204,6 +212,36 @@ def _build_one(store: Store, drv: Derivation, options: Options, notify: Progress
             raise
         notify("built", drv, f"{time.monotonic() - start:.2f}s")
         return True
+
+
+def uses_network(drv: Derivation) -> bool:
+    """Fixed-output builds may download; so do the builtins marked so (mkosi, unless its packages are locked)."""
+    entry = BUILTINS.get(drv.builder)
+    return drv.fixed is not None or (entry is not None and entry.downloads(drv))
+
+
+def check_offline(store: Store, todo: Sequence[Derivation]) -> None:
+    """`--offline`: every build that would download and no cache can supply, in one error, before any build."""
+    subs = store.substituters
+    missing = [d for d in todo if uses_network(d)
+               and not (subs is not None and all(subs.lookup(p) for p in d.output_paths.values()))]
+    if missing:
+        lines = [f"{dict(d.env).get('url') or d.builder}  ->  {d.out}" for d in missing]
+        raise TransferError(f"--offline: {len(missing)} derivation(s) would need the network and are not in the "
+                            "store", detail="\n".join(lines), code="offline-missing",
+                            hint="import a bundle that holds them (tdx store export on a connected machine, "
+                                 "then tdx store import here), or run without --offline")
+
+
+def _substitute(store: Store, drv: Derivation) -> bool:
+    """All outputs of `drv` from the configured caches (and their records); False: build it."""
+    assert store.substituters is not None
+    if not all(store.substituters.substitute(store, p) for p in drv.output_paths.values()):
+        return False
+    with store.db.transaction() as conn:
+        for o, sp in drv.output_paths.items():
+            store.db.record_output(conn, drv.drv_path.base_name, o, sp.base_name)
+    return True
 
 
 def _check_inputs_valid(store: Store, drv: Derivation) -> None:

@@ -27,3 +27,11 @@ CREATE TABLE IF NOT EXISTS derivation_outputs (
     PRIMARY KEY (drv, output)
 );
 CREATE INDEX IF NOT EXISTS derivation_outputs_by_path ON derivation_outputs(path);
+
+-- Signatures of valid paths (`<key name>:<base64 Ed25519 signature>` over the path's fingerprint,
+-- docs/store.md). Additive: Database also creates it in stores made before it existed.
+CREATE TABLE IF NOT EXISTS signatures (
+    path      INTEGER NOT NULL REFERENCES valid_paths(id) ON DELETE CASCADE,
+    signature TEXT    NOT NULL,
+    PRIMARY KEY (path, signature)
+);

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tdxstore._fs import fsync_dir, remove_tree, temporary_directory
 from tdxstore._lock import FileLock, locked
@@ -30,6 +31,9 @@ from tdxstore.store.path import (
     make_fixed_output_path,
     make_text_path,
 )
+
+if TYPE_CHECKING:
+    from tdxstore.store.cache import Substituters
 
 
 def default_home() -> Path:
@@ -77,6 +81,9 @@ class Store:
         self._guard_lock = threading.Lock()
         self._guard_depth = 0
         self._guard: FileLock | None = None
+        #: set by a command for its whole run: no download (`--offline`), and the caches to substitute from
+        self.offline = False
+        self.substituters: Substituters | None = None
 
     @classmethod
     def open(cls, home: Path | None = None) -> Store:
@@ -258,13 +265,15 @@ class Store:
 
     def install(self, staged: Path, sp: StorePath, *, references: Iterable[StorePath] = (),
                 scan: Iterable[StorePath] | None = None, deriver: StorePath | None = None,
-                ca: str | None = None, impure: bool = False, digest: NarDigest | None = None) -> PathInfo:
+                ca: str | None = None, impure: bool = False, digest: NarDigest | None = None,
+                signatures: Iterable[str] = ()) -> PathInfo:
         """Move a finished tree into place and register it. The caller holds the path lock.
 
         `references` are recorded as given; `scan` are candidates whose hash part is searched for in the
         tree (plus the path itself, for self-references). Normalises and hashes the tree first, unless
         the caller passes the `digest` it computed in the pass that wrote the tree, already canonical
-        (`copy_and_hash`, a fetch): then the tree is read no more.
+        (`copy_and_hash`, a fetch, an import): then the tree is read no more. `signatures` are
+        registered in the same transaction as the path.
         """
         refs = set(references)
         if digest is not None:
@@ -289,6 +298,7 @@ class Store:
                         deriver=deriver, ca=ca, impure=impure)
         with self.db.transaction() as conn:
             self.db.insert(conn, info)
+            self.db.add_signatures(conn, sp.base_name, signatures)
         return info
 
     # -- graph ------------------------------------------------------------------------------------

@@ -1,0 +1,251 @@
+"""`tdx store export|import|generate-key|sign|push|cache-info` (L5: parse, call one library function, print).
+
+Registered on the `store` group by `cli/store.py`. Bundles and caches are `tdxstore/store/bundle.py`
+and `cache.py`; a TDXfile target is evaluated here (the CLI composes `image/` with the store).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import typer
+
+if TYPE_CHECKING:
+    from tdxstore.store.bundle import Progress
+    from tdxstore.store.derivation import Derivation
+    from tdxstore.store.path import StorePath
+    from tdxstore.store.signing import PublicKey
+    from tdxstore.store.store import Store
+
+
+def register(group: typer.Typer) -> None:
+    if any(c.name == "export" for c in group.registered_commands):  # the group is module-level: once
+        return
+    group.command("export")(export_cmd)
+    group.command("import")(import_cmd)
+    group.command("generate-key")(generate_key_cmd)
+    group.command("sign")(sign_cmd)
+    group.command("push")(push_cmd)
+    group.command("cache-info")(cache_info_cmd)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Progress | None]:
+    """A rich bar of bytes and paths on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TextColumn("{task.fields[paths]}"))
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None, paths="")
+
+        def update(done: int, total: int, paths: int, count: int) -> None:
+            bar.update(task, completed=done, total=total, paths=f"{paths}/{count} paths")
+
+        yield update
+
+
+def configure(store: Store, offline: bool) -> None:
+    """What `tdx build` and `tdx realise` share: `--offline` and the configured substituters."""
+    from tdxstore.store.cache import substituters_from
+    from tdxstore.store.settings import load_settings
+
+    store.offline = offline
+    store.substituters = substituters_from(load_settings(), offline=offline, notify=_say)
+
+
+def _targets(store: Store, targets: list[str]) -> tuple[list[StorePath], list[Derivation]]:
+    """Store paths (a `.drv` means its derivation) and TDXfiles (evaluated to their image derivation)."""
+    from tdxstore.store.path import STORE_DIR
+
+    paths: list[StorePath] = []
+    drvs: list[Derivation] = []
+    for t in targets:
+        if t.startswith(STORE_DIR + "/") or Path(t).absolute().parent == store.root or Path(t).is_symlink():
+            paths.append(store.parse(t))
+            continue
+        drvs.append(_tdxfile_derivation(store, Path(t), paths))
+    return paths, drvs
+
+
+def _tdxfile_derivation(store: Store, tdxfile: Path, extra: list[StorePath]) -> Derivation:
+    from tdxstore.cli.lock import prepare_build
+    from tdxstore.image import pipeline
+
+    locked = prepare_build(tdxfile)  # the locked modules, as store paths
+    extra.extend(store.parse(p) for p in locked if Path(p).absolute().parent == store.root)
+    plan = pipeline.image_derivation(store, pipeline.evaluate(tdxfile, None, store, import_paths=locked))
+    assert plan.derivation is not None
+    return plan.derivation
+
+
+def export_cmd(
+    targets: list[str] = typer.Argument(..., help="Store paths, .drv paths or TDXfiles (or their directories)."),
+    output: str = typer.Option(..., "--output", "-o", help="The bundle to write ('-': standard output)."),
+    outputs_only: bool = typer.Option(False, "--outputs-only", help="Only the outputs' closure of .drv and "
+                                                                    "TDXfile targets, not what rebuilds them."),
+) -> None:
+    """Write the closure of TARGETs (for a TDXfile or .drv: everything needed to rebuild it) as a bundle."""
+    from tdxstore.errors import TransferError
+    from tdxstore.store.bundle import export_bundle, select
+    from tdxstore.store.store import Store
+
+    store = Store.open()
+    with store.gc_guard():
+        paths, drvs = _targets(store, targets)
+        sel = select(store, paths, drvs, outputs_only=outputs_only)
+        if outputs_only and sel.missing:
+            raise TransferError(f"{len(sel.missing)} output(s) are not built in this store",
+                                detail="\n".join(map(str, sel.missing)), code="export-not-built",
+                                hint="build them first (tdx build / tdx realise), or export without --outputs-only")
+        for m in sel.missing:
+            _say(f"warning: not in this store, so not in the bundle (an offline build must make it): {m}")
+        with _progress("exporting") as progress, _sink(output) as out:
+            summary = export_bundle(store, sel.roots, out, progress=progress)
+    _say(f"exported {summary.paths} paths ({_size(summary.nar_bytes)} of NAR) to {output}")
+
+
+@contextlib.contextmanager
+def _sink(output: str) -> Iterator[BinaryIO]:
+    if output == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    import os
+
+    final = Path(output)
+    tmp = final.with_name(f".{final.name}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _keys(keys: list[str]) -> list[PublicKey]:
+    """Public keys given inline (`name:base64`) or as files holding one."""
+    from tdxstore.store.signing import PublicKey
+
+    out = []
+    for k in keys:
+        p = Path(k)
+        out.append(PublicKey.parse(p.read_text(), repr(k)) if p.is_file() else PublicKey.parse(k, repr(k)))
+    return out
+
+
+def import_cmd(
+    bundle: str = typer.Argument(..., help="The bundle to read ('-': standard input)."),
+    require_signature: list[str] = typer.Option([], "--require-signature", metavar="KEY",
+                                                help="Refuse paths not signed by KEY (name:base64 or a file); "
+                                                     "repeatable. Default: the configured trusted keys, if any."),
+    no_signatures: bool = typer.Option(False, "--no-check-signatures",
+                                       help="Accept unsigned paths even when trusted keys are configured."),
+) -> None:
+    """Verify and add every path of a bundle (nothing is registered unless the whole bundle checks out)."""
+    from tdxstore.errors import TransferError
+    from tdxstore.store.bundle import import_bundle
+    from tdxstore.store.settings import load_settings
+    from tdxstore.store.store import Store
+
+    trusted: list[PublicKey] | None = _keys(require_signature) or list(load_settings().trusted_keys) or None
+    if no_signatures:
+        trusted = None
+    store = Store.open()
+    try:
+        src = sys.stdin.buffer if bundle == "-" else open(bundle, "rb")  # noqa: SIM115
+    except OSError as e:
+        raise TransferError(f"cannot read the bundle {bundle!r}: {e.strerror}", code="bundle-unreadable") from e
+    with src, _progress("importing") as progress:
+        summary = import_bundle(store, src, trusted=trusted, progress=progress)
+    for p in summary.added:
+        print(p)
+    checked = f", signatures checked against {len(trusted)} key(s)" if trusted else ", signatures not checked"
+    _say(f"imported {len(summary.added)} paths, {summary.skipped} already valid ({_size(summary.nar_bytes)} "
+         f"of NAR{checked})")
+
+
+def generate_key_cmd(
+    name: str = typer.Argument(..., help="The key's name, e.g. ci.example.org-1 (carried in signatures)."),
+    secret: Path = typer.Option(..., "--secret", help="Where to write the secret key (mode 0600)."),
+    public: Path = typer.Option(..., "--public", help="Where to write the public key."),
+) -> None:
+    """Make an Ed25519 key pair for signing store paths (Nix's name:base64 format)."""
+    from tdxstore._fs import atomic_write
+    from tdxstore.store.signing import SecretKey
+
+    key = SecretKey.generate(name)
+    atomic_write(secret, f"{key}\n".encode(), mode=0o600)
+    atomic_write(public, f"{key.public}\n".encode())
+    print(key.public)
+
+
+def sign_cmd(
+    paths: list[str] = typer.Argument(..., help="Store paths to sign."),
+    key: Path = typer.Option(..., "--key", "-k", help="The secret key file."),
+    recursive: bool = typer.Option(False, "--closure", help="Sign the paths' whole closures."),
+) -> None:
+    """Sign store paths with a secret key; the signatures travel in bundles and caches."""
+    from tdxstore.errors import TransferError
+    from tdxstore.store.signing import SecretKey
+    from tdxstore.store.store import Store
+    from tdxstore.store.transfer import record_of
+
+    try:
+        text = key.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise TransferError(f"cannot read the key file {str(key)!r}: {e}", code="key-invalid") from e
+    secret = SecretKey.parse(text, repr(str(key)))
+    store = Store.open()
+    sps = [store.parse(p) for p in paths]
+    for sp in sps:
+        store.query(sp)
+    todo = sorted(store.closure(sps)) if recursive else sps
+    with store.db.transaction() as conn:
+        for sp in todo:
+            store.db.add_signatures(conn, sp.base_name, [secret.sign(record_of(store, sp))])
+    _say(f"signed {len(todo)} paths with {secret.name}")
+
+
+def push_cmd(
+    cache: str = typer.Argument(..., help="file:///dir or http(s)://host/prefix (PUT)."),
+    paths: list[str] = typer.Argument(..., help="Store paths; their closures are pushed."),
+) -> None:
+    """Copy the closures of store paths to a binary cache (objects already there are not sent again)."""
+    from tdxstore.store.cache import open_cache, push
+    from tdxstore.store.store import Store
+
+    store = Store.open()
+    sps = [store.parse(p) for p in paths]
+    for sp in sps:
+        store.query(sp)
+    report = push(store, open_cache(cache), sps)
+    _say(f"pushed {report.pushed} paths ({_size(report.bytes)} compressed), {report.present} already in {cache}")
+
+
+def cache_info_cmd(cache: str = typer.Argument(..., help="file:///dir or http(s)://host/prefix.")) -> None:
+    """Print a binary cache's nix-cache-info and how many paths it lists."""
+    from tdxstore.store.cache import open_cache
+
+    c = open_cache(cache)
+    info = c.info()
+    for k, v in sorted(info.items()):
+        print(f"{k}: {v}")
