@@ -1,7 +1,9 @@
-"""Fixtures shared by store and realise tests: a fresh store and a busybox root as a store path."""
+"""Fixtures shared by store and realise tests: a fresh store, a busybox root as a store path, and the
+persistent test store (TDX_TEST_STORE) that the network and slow tests share between runs."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,16 @@ import pytest
 from bootstrap.busybox import make_busybox_root
 from tdxstore.store.path import StorePath
 from tdxstore.store.store import Store
+
+TEST_STORE = Path(os.environ.get("TDX_TEST_STORE", "/var/tmp/tdx-test-store"))
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Store]:
+    """The persistent test store: toolchains, indexes and build roots fetched once, reused by later runs."""
+    s = Store.open(TEST_STORE)
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ lookup. The stages above (1.21.13 -> 1.24.4) have no test yet: docs/bootstrap.md
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,8 @@ from tdxstore.store.realise import realise
 from tdxstore.store.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.needs_bwrap]
-TEST_STORE = Path(os.environ.get("TDX_TEST_STORE", "/var/tmp/tdx-test-store"))
 HELLO = ('package main\n\nimport (\n\t"fmt"\n\t"runtime"\n)\n\n'
          'func main() { fmt.Println("hello from", runtime.Version()) }\n')
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Store]:
-    s = Store.open(TEST_STORE)
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

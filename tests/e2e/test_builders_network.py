@@ -8,7 +8,6 @@ is downloaded. The builds themselves run offline in the sandbox.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,16 +25,8 @@ from tdxstore.store.store import Store
 
 pytestmark = [pytest.mark.network, pytest.mark.needs_bwrap]
 MIRROR = "http://deb.debian.org/debian"
-TEST_STORE = Path(os.environ.get("TDX_TEST_STORE", "/var/tmp/tdx-test-store"))
 MAIN_C = '#include <stdio.h>\nint main(void) { printf("built by make from %s\\n", __FILE__); return 0; }\n'
 MAKEFILE = "build/hello: hello.c\n\tmkdir -p build\n\t$(CC) $(CFLAGS) -g -o $@ $(CURDIR)/hello.c\n"
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Store]:
-    s = Store.open(TEST_STORE)
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ downloaded again. The two-empty-stores build root check downloads ~100 MB twice 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +22,7 @@ from tdxstore.store.store import Store
 
 pytestmark = [pytest.mark.network, pytest.mark.needs_bwrap]
 MIRROR = "http://deb.debian.org/debian"
-TEST_STORE = Path(os.environ.get("TDX_TEST_STORE", "/var/tmp/tdx-test-store"))
 HELLO_C = b'#include <stdio.h>\nint main(void) { puts("hello from the build root"); return 0; }\n'
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Store]:
-    s = Store.open(TEST_STORE)
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

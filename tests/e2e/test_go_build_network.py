@@ -28,18 +28,10 @@ from tests.goproxy import add_module
 
 pytestmark = [pytest.mark.network, pytest.mark.needs_bwrap]
 MIRROR = "http://deb.debian.org/debian"
-TEST_STORE = Path(os.environ.get("TDX_TEST_STORE", "/var/tmp/tdx-test-store"))
 MAIN_GO = ('package main\n\nimport (\n\t"fmt"\n\n\t"example.com/greet"\n)\n\n'
            'func main() { fmt.Println(greet.Hello()) }\n')
 GREET = {"go.mod": "module example.com/greet\n\ngo 1.22\n",
          "greet.go": 'package greet\n\nfunc Hello() string { return "hello from a proxied module" }\n'}
-
-
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Store]:
-    s = Store.open(TEST_STORE)
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")
