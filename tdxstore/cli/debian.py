@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tdxstore.errors import LockfileError, TdxError
+from tdxstore.errors import LockfileError
 
 if TYPE_CHECKING:
     from tdxstore.image.model.image import Image
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from tdxstore.packages.index import Mirrors
     from tdxstore.packages.lock import PackageSet
     from tdxstore.store.derivation import Derivation
-    from tdxstore.store.path import StorePath
     from tdxstore.store.store import Store
 
 IMAGE_SET = "image"
@@ -188,28 +187,7 @@ def repo_derivation(store: Store, locked: ImageSet, where: Mirrors | None = None
     if fetch:
         realise_debs(store, locked.packages, where, jobs=JOBS, progress=progress)
     debs = deb_derivations(locked.packages, where)
-    return repo.repo_derivation(locked.packages, debs, _bootstrap_root(store, bb.out), suite=locked.release)
-
-
-def _bootstrap_root(store: Store, busybox_deb: StorePath) -> StorePath:
-    """`repo.bootstrap_root`, remembered per busybox `.deb` (unpacking and hashing it is most of a no-op build).
-
-    The note only names the root the same `.deb` gave before; it is used while that path is valid.
-    """
-    from tdxstore._fs import atomic_write
-    from tdxstore.packages import repo
-
-    note = store.home / "cache" / "bootstrap-root" / busybox_deb.base_name
-    try:
-        known = store.parse(note.read_text().strip())
-    except (OSError, TdxError):
-        known = None
-    if known is not None and store.is_valid(known):
-        return known
-    root = repo.bootstrap_root(store, busybox_deb)
-    note.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(note, root.logical.encode())
-    return root
+    return repo.repo_derivation(locked.packages, debs, repo.bootstrap_root(store, bb.out), suite=locked.release)
 
 
 def image_of(tdxfile: Path, paths: Sequence[Path]) -> Image:

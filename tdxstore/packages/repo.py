@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tdxstore._fs import temporary_directory
-from tdxstore.errors import PackageError
+from tdxstore._fs import atomic_write, temporary_directory
+from tdxstore.errors import PackageError, TdxError
 from tdxstore.packages.debs import deb_derivations, realise_debs
 from tdxstore.packages.index import Mirrors
 from tdxstore.packages.lock import PackageSet
@@ -53,7 +53,24 @@ def bootstrap_root(store: Store, busybox_deb: StorePath) -> StorePath:
     """A root file system holding only the static busybox of `busybox_deb` and its applet links.
 
     Content-addressed (NAR hash), so it is the same path wherever the same locked file is unpacked.
+    Remembered per `.deb` (unpacking and hashing it was most of a no-op build, for image repositories,
+    build roots and toolchains alike): the note only names the root the same `.deb` gave before, and
+    is used while that path is valid.
     """
+    note = store.home / "cache" / "bootstrap-root" / busybox_deb.base_name
+    try:
+        known: StorePath | None = store.parse(note.read_text().strip())
+    except (OSError, TdxError):
+        known = None
+    if known is not None and store.is_valid(known):
+        return known
+    root = _unpack_bootstrap_root(store, busybox_deb)
+    note.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(note, root.logical.encode())
+    return root
+
+
+def _unpack_bootstrap_root(store: Store, busybox_deb: StorePath) -> StorePath:
     deb = store.real_path(busybox_deb)
     with temporary_directory(Path(store.tmp), "bootstrap-") as tmp:
         x = tmp / "x"
