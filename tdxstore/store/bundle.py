@@ -167,7 +167,7 @@ def export_bundle(store: Store, roots: Sequence[StorePath], out: BinaryIO, *,
     notify = progress or (lambda _b, _t, _p, _n: None)
     state = {"done": 0, "path": 0}
     h = hashlib.sha256()
-    cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=1)
+    cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=-1)
     with cctx.stream_writer(out, closefd=False) as z:
 
         def write(chunk: bytes) -> None:

@@ -123,28 +123,47 @@ def check_arrival_order(store: Store, records: Sequence[PathRecord]) -> None:
 
 
 class _Hashing:
-    """A reader of exactly `size` bytes from `read`, hashing them; EOF of the source is a truncation."""
+    """A reader of exactly `size` bytes from `read`, hashing them; EOF of the source is a truncation.
 
-    __slots__ = ("_h", "_read", "left", "on_bytes")
+    The NAR parser asks for many tiny tokens; the source is read (and hashed) in blocks of up to
+    BLOCK bytes, never beyond `size`, and tokens are cut from the block: one hash update and one
+    decompressor call per block instead of per token.
+    """
+
+    BLOCK = 1 << 20
+    __slots__ = ("_buf", "_h", "_pos", "_read", "left", "on_bytes")
 
     def __init__(self, read: Callable[[int], bytes], size: int, on_bytes: Callable[[int], None]) -> None:
         self._read = read
         self._h = hashlib.sha256()
-        self.left = size
+        self.left = size  # bytes not yet read from the source
         self.on_bytes = on_bytes
+        self._buf = b""
+        self._pos = 0
 
     def __call__(self, n: int) -> bytes:
-        n = min(n, self.left)
-        if n == 0:
-            return b""
-        data = self._read(n)
+        if self._pos == len(self._buf):
+            if self.left == 0 or n == 0:
+                return b""
+            self._fill()
+        data = self._buf[self._pos:self._pos + n]
+        self._pos += len(data)
+        return data
+
+    def _fill(self) -> None:
+        data = self._read(min(self.BLOCK, self.left))
         if not data:
             raise TransferError("the stream ends in the middle of a NAR", code="bundle-truncated",
                                 hint="the bundle or download is incomplete; copy it again")
         self.left -= len(data)
         self._h.update(data)
         self.on_bytes(len(data))
-        return data
+        self._buf, self._pos = data, 0
+
+    @property
+    def unconsumed(self) -> int:
+        """Bytes of the declared size the parser has not taken (read ahead or still in the source)."""
+        return self.left + len(self._buf) - self._pos
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
@@ -160,11 +179,11 @@ def stage(record: PathRecord, read: Callable[[int], bytes], dest: Path,
     try:
         restore(reader, dest)
     except NarError as e:
-        if reader.left == 0 and "truncated" in e.message:
+        if reader.unconsumed == 0 and "truncated" in e.message:
             raise _bad(f"{record.path}: the NAR is longer than the {record.nar_size} bytes declared",
                        code="bundle-size-mismatch") from e
         raise _bad(f"{record.path}: {e.message}", code="bundle-nar-malformed") from e
-    if reader.left:
+    if reader.unconsumed:
         remove_tree(dest)
         raise _bad(f"{record.path}: the NAR is shorter than the {record.nar_size} bytes declared",
                    code="bundle-size-mismatch")
