@@ -3,7 +3,8 @@
 It records and validates like `ScriptBuild` and lowers to one (`script`), adding the reproducibility
 flags (`-ffile-prefix-map`, `SOURCE_DATE_EPOCH=0`) through the environment make passes to the
 compiler. `compiler=` is a store path (or derivation) holding a toolchain whose `bin/` goes first on
-PATH; building a compiler from source (`compiler_source=`) is not available yet.
+PATH; `compiler_source=` is a compiler built from source (a `CompilerSource` chain, builders/chain.py)
+whose top stage is used the same way. No C compiler chain is defined yet (docs/bootstrap.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tdxstore.builders.chain import CompilerSource, compiler_of
 from tdxstore.builders.script import ScriptBuild, script_derivation
 from tdxstore.errors import BuildError
 from tdxstore.store.derivation import Derivation
@@ -29,15 +31,20 @@ class CBuild:
     build_deps: Sequence[str] = ()
     name: str = ""
     compiler: Derivation | StorePath | None = None
-    compiler_source: object = None
+    compiler_source: CompilerSource | None = None
     output: str | None = None
     reproducible: bool = True
 
     def __post_init__(self) -> None:
         if self.compiler_source is not None:
-            raise BuildError("CBuild(compiler_source=...) is not available yet",
-                             hint="pass compiler= a store path holding a built toolchain, or use the "
-                                  "build root's gcc (the default)", code="builder-unavailable")
+            if self.compiler is not None:
+                raise BuildError("CBuild takes compiler= or compiler_source=, not both",
+                                 hint="a built toolchain (compiler=) or one built from source "
+                                      "(compiler_source=)", code="invalid-build")
+            if not isinstance(self.compiler_source, CompilerSource):
+                raise BuildError(f"compiler_source= of CBuild is {type(self.compiler_source).__name__}, not a "
+                                 "compiler chain", hint="pass an object with .root and .derivation(root) (see "
+                                 "tdxstore/builders/chain.py: CompilerSource)", code="invalid-build")
         if self.compiler is not None and not isinstance(self.compiler, Derivation | StorePath):
             raise BuildError(f"compiler= of CBuild is {type(self.compiler).__name__}, not a store path",
                              hint="pass a Derivation or StorePath holding bin/gcc", code="invalid-build")
@@ -67,8 +74,9 @@ class CBuild:
         """The derivation on build root `root`."""
         env: dict[str, str] = {}
         inputs: list[Derivation | StorePath] = []
-        if self.compiler is not None:
-            out = self.compiler.out if isinstance(self.compiler, Derivation) else self.compiler
+        compiler = compiler_of(self.compiler_source, root) if self.compiler_source is not None else self.compiler
+        if compiler is not None:
+            out = compiler.out if isinstance(compiler, Derivation) else compiler
             env["PATH"] = f"{out.logical}/bin:/usr/local/bin:/usr/bin:/bin"
-            inputs.append(self.compiler)
+            inputs.append(compiler)
         return script_derivation(store, self.script, root, base=base, inputs=inputs, env=env)

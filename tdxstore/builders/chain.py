@@ -12,8 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from tdxstore.errors import BuildError
+from tdxstore.store.derivation import Derivation
+from tdxstore.store.path import StorePath
 
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*")
 
@@ -24,6 +27,26 @@ def version_key(text: str) -> tuple[int, ...]:
         raise BuildError(f"version {text!r} is not dotted numbers", hint="write versions like 1.22.12",
                          code="invalid-build")
     return tuple(int(p) for p in text.split("."))
+
+
+@runtime_checkable
+class CompilerSource(Protocol):
+    """What a builder's `compiler_source=` takes: a compiler built from source as a chain of derivations.
+
+    `root` is the chain's own build root (the bootstrap seed) or None to build on the builder's root;
+    `derivation(root)` is the top stage, whose output holds the compiler (`bin/`). `GoFromSource` is
+    one; a GCC chain for `CBuild(compiler_source=...)` plugs in the same way.
+    """
+
+    @property
+    def root(self) -> Derivation | StorePath | None: ...
+
+    def derivation(self, root: Derivation | StorePath | None = None) -> Derivation: ...
+
+
+def compiler_of(source: CompilerSource, root: Derivation | StorePath) -> Derivation:
+    """The top stage of `source`, on its own root when it has one, else on the builder's `root`."""
+    return source.derivation(source.root if source.root is not None else root)
 
 
 @dataclass(frozen=True, slots=True)

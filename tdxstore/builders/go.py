@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tdxstore.builders.chain import compiler_of
 from tdxstore.builders.gosource import GoFromSource
 from tdxstore.builders.script import ScriptBuild, add_source, script_derivation
 from tdxstore.builders.toolchain import DebianToolchain
@@ -102,7 +103,7 @@ class GoBuild:
         """
         c = self.compiler
         if isinstance(c, GoFromSource):
-            return c.derivation(c.root if c.root is not None else root)
+            return compiler_of(c, root)
         if isinstance(c, DebianToolchain) or c is None:
             raise _error(f"the Debian toolchain {getattr(c, 'name', '?')!r} of Go build {self.name!r} "
                          "is not realised yet", "build it through `tdx build`/`tdx realise`, which lock and "

@@ -115,3 +115,23 @@ def test_a_source_whose_bytes_differ_from_the_chain_is_a_hash_mismatch(store: St
         realise(store, [src.fetch()])
     assert err.value.code == "hash-mismatch"
     assert not store.is_valid(src.fetch().out)
+
+
+def test_a_compiler_source_plugs_into_cbuild_as_its_top_stage(store: Store, seeds: tuple[StorePath, StorePath],
+                                                              tmp_path: Path) -> None:
+    """`compiler_source=` takes any chain (here Go's, the one chain that exists); its top stage's bin/
+    goes first on PATH and the whole chain is below the build."""
+    from tdxstore.builders.c import CBuild
+
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Makefile").write_text("all:\n\ttrue\n")
+    chain = GoFromSource(version="1.24.4", root=seeds[0])
+    drv = CBuild(src="./app/", artifacts={"Makefile": "/usr/share/x"}, compiler_source=chain).derivation_on(
+        store, seeds[1], base=tmp_path)
+    top = chain.derivation()
+    assert top in drv.inputs
+    assert drv.env_dict()["PATH"].startswith(f"{top.out.logical}/bin:")
+    assert drv.root == seeds[1] and top.root == seeds[0]  # the chain keeps its own seed
+    with pytest.raises(BuildError) as err:
+        CBuild(src="./app/", artifacts={"a": "/x"}, compiler_source=chain, compiler=seeds[0])
+    assert err.value.code == "invalid-build"
