@@ -158,11 +158,16 @@ def mkosi_env(mkosi_dir: Path, home: Path) -> dict[str, str]:
     return env
 
 
+#: The interpreter that runs the pinned mkosi: Debian's own (scripts/setup installs it), named by path so
+#: that no other python3 earlier on mkosi's PATH (/usr/local/bin, a hand-made install) can stand in.
+MKOSI_PYTHON = "/usr/bin/python3"
+
+
 def mkosi_argv(mkosi_dir: Path, config_dir: Path, output_dir: Path, *, cache_dir: Path | None,
                workspace: Path | None, verb: str = "build", force: bool = False,
                package_cache_dir: Path | None = None) -> list[str]:
-    """The argv of one mkosi run (pure; the pinned mkosi is run by the host's python3)."""
-    argv = ["python3", "-m", "mkosi", "-C", os.fspath(config_dir),
+    """The argv of one mkosi run (pure; the pinned mkosi is run by Debian's python3, MKOSI_PYTHON)."""
+    argv = [MKOSI_PYTHON, "-m", "mkosi", "-C", os.fspath(config_dir),
             "--output-directory", os.fspath(output_dir)]
     if cache_dir is not None:
         argv += ["--cache-directory", os.fspath(cache_dir / "incremental"),

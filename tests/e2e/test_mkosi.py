@@ -20,7 +20,7 @@ from tdxstore.debian.mirror import declared_mirrors
 from tdxstore.errors import ImageError
 from tdxstore.image.pinned import mkosi_derivation, mkosi_python_dir
 from tdxstore.mkosi.config import ImageFormat, base_config, write_config
-from tdxstore.mkosi.run import DEFAULT_CACHE_ROOT, mkosi_env, obtain_mkosi, run_mkosi
+from tdxstore.mkosi.run import DEFAULT_CACHE_ROOT, MKOSI_PYTHON, mkosi_env, obtain_mkosi, run_mkosi
 from tdxstore.mkosi.tar import sort_tar
 from tdxstore.sandbox import process
 from tdxstore.store.realise import realise
@@ -57,7 +57,7 @@ def test_pinned_mkosi_in_a_fresh_store(tmp_path: Path) -> None:
     assert [d.name for d in realise(store, [drv]).built] == ["mkosi_25.3-7_all.deb", "mkosi-25.3"]
     assert store.is_valid(drv.out)
     root = mkosi_python_dir(store, drv.out)
-    done = process.run(["python3", "-m", "mkosi", "--version"], env=mkosi_env(root, tmp_path))
+    done = process.run([MKOSI_PYTHON, "-m", "mkosi", "--version"], env=mkosi_env(root, tmp_path))
     assert done.stdout.decode().strip() == "mkosi 25.3"
     assert realise(store, [drv]).built == []  # valid: no second download
 

@@ -165,7 +165,7 @@ def test_write_config_is_deterministic(tmp_path: Path) -> None:
 
 def test_mkosi_argv_and_missing_artifact(tmp_path: Path) -> None:
     argv = mkosi_argv(Path("/m"), Path("/c"), Path("/o"), cache_dir=Path("/k"), workspace=None)
-    assert argv[:6] == ["python3", "-m", "mkosi", "-C", "/c", "--output-directory"]
+    assert argv[:6] == ["/usr/bin/python3", "-m", "mkosi", "-C", "/c", "--output-directory"]
     assert argv[-1] == "build" and "/k/packages" in argv
     with pytest.raises(ImageError) as e:
         find_artifact(tmp_path)
