@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -31,28 +30,14 @@ REPO = Path(__file__).resolve().parents[3]
 TDXFILE = 'from tdx import Image\nimage = Image("t", base="debian/bookworm")\n'
 
 
-@pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestKey]:
-    k = TestKey(tmp_path_factory.mktemp("gnupg"))
-    yield k
-    k.close()
+@pytest.fixture
+def archive(tmp_path: Path, test_key: TestKey) -> Archive:
+    return bookworm_archive(tmp_path / "archive", test_key)
 
 
 @pytest.fixture
-def archive(tmp_path: Path, key: TestKey) -> Archive:
-    return bookworm_archive(tmp_path / "archive", key)
-
-
-@pytest.fixture
-def server(archive: Archive) -> Iterator[ArchiveServer]:
-    srv = ArchiveServer(archive.root)
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def env(tmp_path: Path, server: ArchiveServer, key: TestKey, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = {"TDX_HOME": str(tmp_path / "home"), **fake_debian_env(server, key)}
+def env(tmp_path: Path, server: ArchiveServer, test_key: TestKey, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    values = {"TDX_HOME": str(tmp_path / "home"), **fake_debian_env(server, test_key)}
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     return values

@@ -1,4 +1,4 @@
-"""Fixtures for the Debian tests: a test signing key, a small signed archive served on 127.0.0.1."""
+"""Fixtures for the Debian tests: small signed archives (the key and `server`: tests/unit/conftest.py)."""
 
 from __future__ import annotations
 
@@ -20,26 +20,12 @@ PACKAGES = [
 UPDATES = [Pkg("hello", "2.10-4", depends="libfoo")]
 
 
-@pytest.fixture(scope="session")
-def test_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestKey]:
-    key = TestKey(tmp_path_factory.mktemp("gnupg"))
-    yield key
-    key.close()
-
-
 @pytest.fixture
 def archive(tmp_path: Path, test_key: TestKey) -> Archive:
     a = Archive(tmp_path / "archive", test_key)
     a.add_suite("testing", PACKAGES)
     a.add_suite("testing-updates", UPDATES)
     return a
-
-
-@pytest.fixture
-def server(archive: Archive) -> Iterator[ArchiveServer]:
-    srv = ArchiveServer(archive.root)
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
