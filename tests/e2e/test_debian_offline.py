@@ -55,7 +55,7 @@ def test_locked_minimal_builds_with_the_network_cut(tmp_path: Path,
     assert run.rc == 0, str(run)
     drv = next(line.split("log: tdx log ", 1)[1] for line in run.stderr.splitlines() if "log: tdx log " in line)
     log = tdx(TEST_STORE, "log", drv)
-    assert log.stdout.splitlines()[0].startswith("$ unshare --net -- python3 -m mkosi"), log.stdout[:300]
+    assert log.stdout.splitlines()[0].startswith("$ unshare --net -- /usr/bin/python3 -m mkosi"), log.stdout[:300]
     image = (tmp_path / "out" / "minimal").resolve() / "image.tar"
     with tarfile.open(image) as tf:
         probe = tf.extractfile("etc/tdx-network-probe")
