@@ -84,8 +84,10 @@ class Archive:
         self.key = key
         self.debs: dict[str, Path] = {}  # pool path -> file
 
-    def add_suite(self, suite: str, pkgs: list[Pkg], *, valid_until: str | None = None) -> None:
-        stanzas = []
+    def add_suite(self, suite: str, pkgs: list[Pkg], *, valid_until: str | None = None,
+                  listed: tuple[str, ...] = ()) -> None:
+        """`listed`: extra index stanzas for files the archive does not serve (e.g. Debian's pinned tools)."""
+        stanzas = list(listed)
         build = self.root / ".build" / suite
         build.mkdir(parents=True, exist_ok=True)
         for p in pkgs:
@@ -172,14 +174,40 @@ BOOKWORM = [
 ]
 
 
+def trixie_tools() -> list[Pkg]:
+    """mkosi's tools tree request as small trixie packages: each plain name (virtual ones such as
+    git-core are real here), one `?exact-name(...)` target that exists (the others do not), and an
+    essential set of its own."""
+    from tdxstore.mkosi.config import TOOLS_PACKAGES
+
+    plain = [Pkg(n, "9999.0" if n == "ovmf" else "2.0") for n in TOOLS_PACKAGES
+             if not n.startswith("?") and n != "systemd"]
+    return [Pkg("base-files", "13.8"), Pkg("ess", "2.0", essential=True), Pkg("systemd", "257", depends="libfoo"),
+            Pkg("libfoo", "2.0"), Pkg("distribution-gpg-keys", "1.0"), *plain]
+
+
+def pinned_stanzas() -> tuple[str, ...]:
+    """Index stanzas naming Debian's real pinned mkosi, systemd-boot-efi and ovmf files (by their
+    SHA-256; the files themselves are not served: a test that builds fetches them from Debian)."""
+    from tdxstore.debian.pins import DEFAULT_PINS
+
+    return tuple(f"Package: {name}\nVersion: {pin.version}\nArchitecture: {pin.file.rsplit('_', 1)[1][:-4]}\n"
+                 f"Filename: {pin.pool}/{pin.file}\nSize: 1000\nSHA256: {pin.sha256}\n"
+                 for name, pin in DEFAULT_PINS.by_package().items())
+
+
 def bookworm_archive(root: Path, key: TestKey) -> Archive:
-    """A signed archive with bookworm, -updates, -security and -backports, shaped like Debian's."""
+    """A signed archive with bookworm, -updates, -security and -backports, shaped like Debian's, and
+    trixie, -updates, -security with mkosi's tools tree (`trixie_tools`)."""
     a = Archive(root, key)
     busybox = Pkg("busybox-static", "1:1.35.0-4", files={"bin/busybox": Path("/bin/busybox").read_bytes()})
     a.add_suite("bookworm", [*BOOKWORM, busybox])
     a.add_suite("bookworm-updates", [Pkg("hello-doc", "1")])
     a.add_suite("bookworm-security", [Pkg("sec-only", "1")])
     a.add_suite("bookworm-backports", [Pkg("linux-image-cloud-amd64", "6.12")])
+    a.add_suite("trixie", trixie_tools(), listed=pinned_stanzas())
+    a.add_suite("trixie-updates", [Pkg("jq", "2.1")])
+    a.add_suite("trixie-security", [Pkg("sec-only", "1")])
     return a
 
 

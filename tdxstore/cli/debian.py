@@ -1,32 +1,37 @@
 """The image's Debian package set in `tdx.lock` (L5): lock it, check it, make its repository.
 
 Composes `tdxstore.packages` (verified indexes, apt's resolver, `.deb` store paths, the local
-repository) with the lockfile and the evaluated `Image`. The set lives in `[debian.image]`, with
-the busybox that builds its repository in `[debian.bootstrap]`; other sets (build roots) sit next
-to them. Nothing here resolves a dependency (apt does) and no mirror URL is ever written to the lock.
+repository) with the lockfile and the evaluated `Image`. The set lives in `[debian.image]`, mkosi's
+tools tree's in `[debian.tools]`, the busybox that builds their repositories in `[debian.bootstrap]`;
+other sets (build roots) sit next to them. Nothing here resolves a dependency (apt does) and no
+mirror URL is ever written to the lock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tdxstore.errors import LockfileError
+from tdxstore.errors import LockfileError, PackageError
 
 if TYPE_CHECKING:
+    from tdxstore.debian.pins import Pins
     from tdxstore.image.model.image import Image
+    from tdxstore.image.pipeline import LockedRepos
     from tdxstore.lock.lockfile import Lockfile
     from tdxstore.mkosi.config import ImageFormat
-    from tdxstore.packages.index import Mirrors
+    from tdxstore.packages.index import Mirrors, SuiteIndex
     from tdxstore.packages.lock import PackageSet
-    from tdxstore.store.derivation import Derivation
     from tdxstore.store.store import Store
 
 IMAGE_SET = "image"
 BOOTSTRAP_SET = "bootstrap"
+TOOLS_SET = "tools"
+PINNED_SET = "pinned"
 #: A keyring other than debian-archive-keyring (a private archive; the tests' signed archive).
 KEYRING_ENV = "TDX_DEBIAN_KEYRING"
 ARCH = "amd64"  # mkosi's Architecture=x86-64
@@ -41,13 +46,31 @@ class ImageSet:
     requested: tuple[str, ...]
     packages: PackageSet
     bootstrap: PackageSet  # busybox-static: the only tool the repository derivation runs
+    tools: PackageSet | None = None  # mkosi's tools tree (None: a lock written before it was locked)
+    pinned: PackageSet | None = None  # mkosi, systemd-boot-efi (the stub) and ovmf, as pins.py seeds them
+
+    def pins(self) -> Pins:
+        """The pinned tools this lock builds with (the defaults of `tdxstore.debian.pins` without one)."""
+        from tdxstore.debian.pins import DEFAULT_PINS, PinnedDeb, Pins
+
+        if self.pinned is None:
+            return DEFAULT_PINS
+        debs = {p.name: PinnedDeb(p.path.rsplit("/", 1)[0], p.file_name, p.sha256) for p in self.pinned.packages}
+        return Pins(debs["mkosi"], debs["systemd-boot-efi"], debs["ovmf"])
 
     def tables(self) -> dict[str, dict[str, Any]]:
+        from tdxstore.mkosi.config import TOOLS_PACKAGES, TOOLS_RELEASE
         from tdxstore.packages.lock import to_toml_dict
 
-        return {IMAGE_SET: {"release": self.release, "requested": list(self.requested),
-                            **to_toml_dict(self.packages)},
-                BOOTSTRAP_SET: {"requested": ["busybox-static"], **to_toml_dict(self.bootstrap)}}
+        out = {IMAGE_SET: {"release": self.release, "requested": list(self.requested),
+                           **to_toml_dict(self.packages)},
+               BOOTSTRAP_SET: {"requested": ["busybox-static"], **to_toml_dict(self.bootstrap)}}
+        if self.tools is not None:
+            out[TOOLS_SET] = {"release": TOOLS_RELEASE, "requested": list(TOOLS_PACKAGES),
+                              **to_toml_dict(self.tools)}
+        if self.pinned is not None:
+            out[PINNED_SET] = to_toml_dict(self.pinned)
+        return out
 
 
 def mirrors(env: Mapping[str, str] | None = None) -> Mirrors:
@@ -72,6 +95,13 @@ def keyring(env: Mapping[str, str] | None = None) -> Path:
 def suites(release: str) -> list[str]:
     """The suites an image of `release` installs from, in apt's order of preference for equal files."""
     return [release, f"{release}-updates", f"{release}-security", f"{release}-backports"]
+
+
+def tools_suites() -> list[str]:
+    """The suites mkosi's tools tree installs from (as mkosi's default tools tree: no backports)."""
+    from tdxstore.mkosi.config import TOOLS_RELEASE
+
+    return suites(TOOLS_RELEASE)[:3]
 
 
 def requested(image: Image, fmt: ImageFormat | None = None) -> tuple[str, ...]:
@@ -106,7 +136,57 @@ def resolve_image_set(store: Store, image: Image, wanted: Sequence[str], where: 
     full = resolve(store, indexes, wanted, keyring=trust)
     union = {p.name: p for p in essential.packages} | {p.name: p for p in full.packages}
     bootstrap = resolve(store, indexes, ["busybox-static"], base=(), keyring=trust)
-    return ImageSet(image.release, wanted, PackageSet(full.arch, full.sources, tuple(union.values())), bootstrap)
+    tools, pinned = resolve_tools_set(store, where, trust)
+    return ImageSet(image.release, wanted, PackageSet(full.arch, full.sources, tuple(union.values())), bootstrap,
+                    tools, pinned)
+
+
+def resolve_tools_set(store: Store, where: Mirrors | None = None,
+                      trust: Path | None = None) -> tuple[PackageSet, PackageSet]:
+    """mkosi's tools tree as mkosi installs it (`?essential base-files`, then `TOOLS_PACKAGES`), and
+    the pinned tools (`pinned_set`), over the same verified trixie indexes.
+
+    The request goes to apt as it is (not checked name by name: it holds virtual packages such as
+    git-core and `?exact-name(...)` patterns, which apt resolves itself).
+    """
+    from tdxstore.mkosi.config import TOOLS_PACKAGES
+    from tdxstore.packages.index import archive_of, fetch_suite
+    from tdxstore.packages.lock import PackageSet
+    from tdxstore.packages.resolve import BASE_SET, resolve
+
+    where = where or mirrors()
+    trust = trust or keyring()
+    indexes = [fetch_suite(store, where.url(archive_of(s)), s, arch=ARCH, keyring=trust) for s in tools_suites()]
+    essential = resolve(store, indexes, [], keyring=trust)
+    full = resolve(store, indexes, [], base=(*BASE_SET, *TOOLS_PACKAGES), keyring=trust)
+    union = {p.name: p for p in essential.packages} | {p.name: p for p in full.packages}
+    return PackageSet(full.arch, full.sources, tuple(union.values())), pinned_set(store, indexes)
+
+
+def pinned_set(store: Store, indexes: Sequence[SuiteIndex]) -> PackageSet:
+    """The pins of `tdxstore.debian.pins` as a locked set: each file found in a verified index, with
+    the SHA-256 the pin has (`pin-mismatch` otherwise; `pin-superseded` when no index lists it)."""
+    from tdxstore.debian.pins import DEFAULT_PINS
+    from tdxstore.packages.index import entries
+    from tdxstore.packages.lock import LockedPackage, PackageSet
+
+    wanted = {f"{pin.pool}/{pin.file}": (name, pin) for name, pin in DEFAULT_PINS.by_package().items()}
+    found: dict[str, LockedPackage] = {}
+    for idx in indexes:
+        for e in entries(store, idx):
+            if e.filename in wanted and wanted[e.filename][0] not in found:
+                name, pin = wanted[e.filename]
+                if e.sha256 != pin.sha256:
+                    raise PackageError(f"{idx.suite} lists {e.filename} with SHA-256 {e.sha256}, pins.py has "
+                                       f"{pin.sha256}", code="pin-mismatch",
+                                       hint="the archive and tdxstore/debian/pins.py disagree; check the mirror")
+                found[name] = LockedPackage(e.name, e.version, e.arch, idx.suite, e.filename, e.sha256, e.size)
+    missing = [f for f, (name, _) in wanted.items() if name not in found]
+    if missing:
+        raise PackageError(f"no verified index of {', '.join(i.suite for i in indexes)} lists the pinned {missing[0]}",
+                           code="pin-superseded", hint="keep a tdx.lock that pins it ([debian.pinned]), or move "
+                           "tdxstore/debian/pins.py to the version the archive has now")
+    return PackageSet(indexes[0].arch, tuple(i.source for i in indexes), tuple(found.values()))
 
 
 def read_image_set(lock: Lockfile) -> ImageSet | None:
@@ -120,7 +200,31 @@ def read_image_set(lock: Lockfile) -> ImageSet | None:
     if not isinstance(release, str) or not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
         raise LockfileError("[debian.image] of tdx.lock has no release or requested list",
                             hint="re-run `tdx lock --update`", code="lock-malformed")
-    return ImageSet(release, tuple(wanted), from_toml_dict(table, arch=ARCH), from_toml_dict(tools, arch=ARCH))
+    return ImageSet(release, tuple(wanted), from_toml_dict(table, arch=ARCH), from_toml_dict(tools, arch=ARCH),
+                    _read_tools(lock), _read_pinned(lock))
+
+
+def _read_pinned(lock: Lockfile) -> PackageSet | None:
+    """`[debian.pinned]`, or None when the lock has none (or not exactly the pinned tools)."""
+    from tdxstore.debian.pins import PINNED_PACKAGES
+    from tdxstore.packages.lock import from_toml_dict
+
+    table = lock.debian.get(PINNED_SET)
+    if table is None:
+        return None
+    pinned = from_toml_dict(table, arch=ARCH)
+    return pinned if sorted(p.name for p in pinned.packages) == sorted(PINNED_PACKAGES) else None
+
+
+def _read_tools(lock: Lockfile) -> PackageSet | None:
+    """`[debian.tools]`, or None when the lock has none or it was resolved for another tools request."""
+    from tdxstore.mkosi.config import TOOLS_PACKAGES, TOOLS_RELEASE
+    from tdxstore.packages.lock import from_toml_dict
+
+    table = lock.debian.get(TOOLS_SET)
+    if table is None or table.get("release") != TOOLS_RELEASE or table.get("requested") != list(TOOLS_PACKAGES):
+        return None
+    return from_toml_dict(table, arch=ARCH)
 
 
 def stale_reason(locked: ImageSet | None, release: str, wanted: Sequence[str]) -> str | None:
@@ -139,7 +243,11 @@ def stale_reason(locked: ImageSet | None, release: str, wanted: Sequence[str]) -
         state = "not pinned" if unpinned else "not locked as requested"
         return f"package {first!r} is requested by the TDXfile but {state}"
     gone = [r for r in locked.requested if r not in wanted]
-    return f"package {gone[0]!r} is locked but no longer requested" if gone else None
+    if gone:
+        return f"package {gone[0]!r} is locked but no longer requested"
+    if locked.tools is None:
+        return "tdx.lock pins no packages for mkosi's tools tree"
+    return "tdx.lock does not pin mkosi, systemd-stub and OVMF" if locked.pinned is None else None
 
 
 def stale_error(reason: str, lock_path: Path) -> LockfileError:
@@ -149,14 +257,29 @@ def stale_error(reason: str, lock_path: Path) -> LockfileError:
 
 def describe_changes(old: ImageSet | None, new: ImageSet) -> list[str]:
     """`tdx lock` lines for the set: `+ deb name version`, `- deb name version`, `~ deb name: a -> b`."""
-    from tdxstore.packages.lock import diff
 
     if old is None:
-        return [f"+ deb {p.name} {p.version} ({p.suite})" for p in new.packages.packages]
-    added, removed, changed = diff(old.packages, new.packages)
-    out = [f"+ deb {n} {p.version} ({p.suite})" for n in added if (p := new.packages.get(n)) is not None]
-    out += [f"- deb {n} {p.version}" for n in removed if (p := old.packages.get(n)) is not None]
-    out += [f"~ deb {n}: {a} -> {b}" for n, a, b in changed]
+        out = [f"+ deb {p.name} {p.version} ({p.suite})" for p in new.packages.packages]
+    else:
+        out = _set_changes(old.packages, new.packages, "deb")
+    if new.tools is not None and (old is None or old.tools is None):
+        out.append(f"+ tools tree: {len(new.tools.packages)} deb(s) "
+                   f"({new.tools.total_size / 1e6:.0f} MB, {new.tools.sources[0].suite})")
+    elif new.tools is not None and old is not None and old.tools is not None:
+        out += _set_changes(old.tools, new.tools, "tools deb")
+    if new.pinned is not None:
+        out += _set_changes(old.pinned if old is not None and old.pinned is not None else
+                            dataclasses.replace(new.pinned, packages=()), new.pinned, "pinned")
+    return out
+
+
+def _set_changes(old: PackageSet, new: PackageSet, what: str) -> list[str]:
+    from tdxstore.packages.lock import diff
+
+    added, removed, changed = diff(old, new)
+    out = [f"+ {what} {n} {p.version} ({p.suite})" for n in added if (p := new.get(n)) is not None]
+    out += [f"- {what} {n} {p.version}" for n in removed if (p := old.get(n)) is not None]
+    out += [f"~ {what} {n}: {a} -> {b}" for n, a, b in changed]
     return out
 
 
@@ -166,16 +289,30 @@ def lock_image(store: Store, image: Image, old: Lockfile | None, *,
     before = read_image_set(old) if old is not None else None
     if not update and before is not None and stale_reason(before, image.release, requested(image)) is None:
         return before, before
+    if not update and before is not None and _only_tools_missing(before, image):
+        tools, pinned = resolve_tools_set(store)
+        return before, dataclasses.replace(before, tools=tools, pinned=pinned)  # the image's set is kept
     return before, resolve_image_set(store, image, requested(image))
 
 
+def _only_tools_missing(locked: ImageSet, image: Image) -> bool:
+    """The lock pins the image's request but not (all of) the tools tree and the pinned tools."""
+    if locked.tools is not None and locked.pinned is not None:
+        return False
+    return stale_reason(dataclasses.replace(locked, tools=locked.packages, pinned=locked.packages),
+                        image.release, requested(image)) is None
+
+
 def repo_derivation(store: Store, locked: ImageSet, where: Mirrors | None = None, *, fetch: bool = True,
-                    progress: Callable[[int, int], None] | None = None) -> Derivation:
-    """The repository of the locked set as a derivation; with `fetch`, every `.deb` is made valid first.
+                    progress: Callable[[int, int], None] | None = None) -> LockedRepos:
+    """The repositories of the locked sets (image, tools tree) as derivations; with `fetch`, every
+    `.deb` of them is made valid first.
 
     The bootstrap busybox is always fetched (the bootstrap root is content-addressed: its path is
     known only once it is unpacked).
     """
+    from tdxstore.image.pipeline import LockedRepos
+    from tdxstore.mkosi.config import TOOLS_RELEASE
     from tdxstore.packages import repo
     from tdxstore.packages.debs import deb_derivations, realise_debs
     from tdxstore.store.realise import Options, realise
@@ -184,10 +321,14 @@ def repo_derivation(store: Store, locked: ImageSet, where: Mirrors | None = None
     bb = deb_derivations(locked.bootstrap, where)[repo.BOOTSTRAP_PACKAGE]
     if not store.is_valid(bb.out):
         realise(store, [bb], Options())
-    if fetch:
-        realise_debs(store, locked.packages, where, jobs=JOBS, progress=progress)
-    debs = deb_derivations(locked.packages, where)
-    return repo.repo_derivation(locked.packages, debs, repo.bootstrap_root(store, bb.out), suite=locked.release)
+    root = repo.bootstrap_root(store, bb.out)
+    sets = [(locked.packages, locked.release)] + ([(locked.tools, TOOLS_RELEASE)] if locked.tools else [])
+    repos = []
+    for pkgs, suite in sets:
+        if fetch:
+            realise_debs(store, pkgs, where, jobs=JOBS, progress=progress)
+        repos.append(repo.repo_derivation(pkgs, deb_derivations(pkgs, where), root, suite=suite))
+    return LockedRepos(repos[0], repos[1] if len(repos) > 1 else None, locked.pins())
 
 
 def image_of(tdxfile: Path, paths: Sequence[Path]) -> Image:
@@ -218,7 +359,7 @@ def lock_changes(old: Lockfile | None, new: Lockfile) -> list[str]:
 
 
 def build_hook(lock_path: Path, store: Store, *, frozen: bool, fetch: bool = True,
-               say: Callable[[str], None] = lambda _m: None) -> Callable[[Image, ImageFormat], Derivation] | None:
+               say: Callable[[str], None] = lambda _m: None) -> Callable[[Image, ImageFormat], LockedRepos] | None:
     """The `packages` hook of `tdx build` for a project with a tdx.lock (None without one: no pins).
 
     The hook checks that the lock pins what the image requests (with `frozen`, a mismatch is one
@@ -229,7 +370,7 @@ def build_hook(lock_path: Path, store: Store, *, frozen: bool, fetch: bool = Tru
     if not lock_path.exists():
         return None
 
-    def hook(image: Image, fmt: ImageFormat) -> Derivation:
+    def hook(image: Image, fmt: ImageFormat) -> LockedRepos:
         from tdxstore.lock.lockfile import read_lock, with_debian_set, write_lock
 
         lock = read_lock(lock_path)
@@ -243,7 +384,11 @@ def build_hook(lock_path: Path, store: Store, *, frozen: bool, fetch: bool = Tru
             if frozen:
                 raise stale_error(reason, lock_path)
             say(f"locking the image's Debian packages: {reason}")
-            locked = resolve_image_set(store, image, (*requested(image), *wanted))
+            if locked is not None and _only_tools_missing(locked, image):
+                tools, pinned = resolve_tools_set(store)
+                locked = dataclasses.replace(locked, tools=tools, pinned=pinned)
+            else:
+                locked = resolve_image_set(store, image, (*requested(image), *wanted))
             for name, table in locked.tables().items():
                 lock = with_debian_set(lock, name, table)
             if fetch:
@@ -253,7 +398,8 @@ def build_hook(lock_path: Path, store: Store, *, frozen: bool, fetch: bool = Tru
                 say(f"{len(locked.packages.packages)} Debian package(s) resolved; {lock_path} not written "
                     "(dry run)")
         assert locked is not None
-        progress = _progress(say, locked.packages.total_size) if fetch else None
+        size = locked.packages.total_size + (locked.tools.total_size if locked.tools else 0)
+        progress = _progress(say, size) if fetch else None
         return repo_derivation(store, locked, fetch=fetch, progress=progress)
 
     return hook

@@ -2,7 +2,8 @@
 
 A pin names no mirror: `url(mirror)` joins the declared mirror (`tdxstore.debian.mirror`) and the
 pool path. The fetched file's store path depends only on the SHA-256 and the file name, so moving
-to another mirror changes no output path.
+to another mirror changes no output path. `DEFAULT_PINS` seeds a new `tdx.lock` (`[debian.pinned]`);
+a build with a lock uses the lock's pins.
 """
 
 from __future__ import annotations
@@ -34,6 +35,16 @@ class PinnedDeb:
         return f"{mirror.rstrip('/')}/{self.pool}/{self.file}"
 
     @property
+    def version(self) -> str:
+        """The Debian version in the file name (`mkosi_25.3-7_all.deb` -> `25.3-7`)."""
+        return self.file.split("_")[1] if self.file.count("_") == 2 else self.file.removesuffix(".deb")
+
+    @property
+    def upstream(self) -> str:
+        """The version without epoch and Debian revision (`257.13-1~deb13u1` -> `257.13`)."""
+        return self.version.split(":")[-1].rsplit("-", 1)[0]
+
+    @property
     def store_name(self) -> str:
         """The file name with the characters store names do not allow (`~`, `:`) as `_`."""
         return _NOT_IN_NAMES.sub("_", self.file)
@@ -59,3 +70,19 @@ OVMF_DEB = PinnedDeb("pool/main/e/edk2", "ovmf_2025.02-8+deb13u1_all.deb",
 FIRMWARE_DIR = "usr/share/ovmf"
 FIRMWARE_FILE = f"{FIRMWARE_DIR}/OVMF.fd"
 FIRMWARE_LABEL = f"ovmf {OVMF_VERSION} (Debian trixie)"
+
+
+@dataclass(frozen=True, slots=True)
+class Pins:
+    """The pinned tools of an image build, by their Debian package names."""
+
+    mkosi: PinnedDeb
+    stub: PinnedDeb  # systemd-boot-efi
+    ovmf: PinnedDeb
+
+    def by_package(self) -> dict[str, PinnedDeb]:
+        return {"mkosi": self.mkosi, "systemd-boot-efi": self.stub, "ovmf": self.ovmf}
+
+
+DEFAULT_PINS = Pins(MKOSI_DEB, STUB_DEB, OVMF_DEB)
+PINNED_PACKAGES = tuple(DEFAULT_PINS.by_package())

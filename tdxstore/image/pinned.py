@@ -38,9 +38,9 @@ def _unpacked(name: str, pin: PinnedDeb, mirror: str, prefixes: list[str]) -> De
     return unpack_derivation(name, fetchurl_derivation(pin.url(mirror), pin.sha256, pin.store_name), prefixes)
 
 
-def mkosi_derivation(mirror: str) -> Derivation:
+def mkosi_derivation(mirror: str, pin: PinnedDeb = MKOSI_DEB) -> Derivation:
     """mkosi 25.3's Python tree (`usr/lib/python3/dist-packages`) out of its Debian package."""
-    return _unpacked(f"mkosi-{MKOSI_VERSION}", MKOSI_DEB, mirror, [MKOSI_PYTHON_DIR])
+    return _unpacked(f"mkosi-{MKOSI_VERSION if pin == MKOSI_DEB else pin.upstream}", pin, mirror, [MKOSI_PYTHON_DIR])
 
 
 def mkosi_python_dir(store: Store, mkosi: StorePath) -> Path:
@@ -48,18 +48,18 @@ def mkosi_python_dir(store: Store, mkosi: StorePath) -> Path:
     return store.real_path(mkosi) / MKOSI_PYTHON_DIR
 
 
-def stub_derivation(mirror: str) -> Derivation:
+def stub_derivation(mirror: str, pin: PinnedDeb = STUB_DEB) -> Derivation:
     """The pinned systemd-stub (laid over a bootable image's own)."""
-    return _unpacked(f"systemd-stub-{STUB_VERSION}", STUB_DEB, mirror, [STUB_DIR])
+    return _unpacked(f"systemd-stub-{STUB_VERSION if pin == STUB_DEB else pin.upstream}", pin, mirror, [STUB_DIR])
 
 
-def firmware_derivation(mirror: str | None = None) -> Derivation:
+def firmware_derivation(mirror: str | None = None, pin: PinnedDeb = OVMF_DEB) -> Derivation:
     """The store derivation of the pinned firmware tree (`usr/share/ovmf/...` of the .deb).
 
     `mirror` defaults to the declared one (`$TDX_DEBIAN_MIRROR` or Debian's); the output path is the same.
     """
-    return _unpacked(f"ovmf-{OVMF_VERSION.replace('~', '_')}", OVMF_DEB, mirror or declared_mirrors().debian,
-                     [FIRMWARE_DIR])
+    version = OVMF_VERSION if pin == OVMF_DEB else pin.version
+    return _unpacked(f"ovmf-{version.replace('~', '_')}", pin, mirror or declared_mirrors().debian, [FIRMWARE_DIR])
 
 
 def firmware_file(store: Store, path: StorePath) -> Path:

@@ -20,6 +20,7 @@ from typing import TypedDict
 
 from tdxstore._fs import extract_tar, remove_tree
 from tdxstore.debian.mirror import AptMirrors, declared_mirrors
+from tdxstore.debian.pins import DEFAULT_PINS, Pins
 from tdxstore.errors import ImageError
 from tdxstore.image.model.image import Image
 from tdxstore.image.pinned import firmware_derivation, mkosi_derivation, stub_derivation
@@ -35,9 +36,21 @@ from tdxstore.store.store import Store
 
 Phase = Callable[[str], None]
 Lower = Callable[[object], Derivation]  # a typed build -> its derivation (on a locked, realised build root)
-#: Given the evaluated image and its output format, the repository derivation of its locked package
-#: set (the CLI composes `tdxstore.packages` with the lockfile), or None to let mkosi use the mirror.
-PackagesHook = Callable[[Image, ImageFormat], Derivation | None]
+
+
+@dataclass(frozen=True, slots=True)
+class LockedRepos:
+    """The repositories of a project's locked package sets: the image's, and mkosi's tools tree's
+    (None for a lock from before the tools tree was locked: it is then built from the mirror)."""
+
+    image: Derivation
+    tools: Derivation | None = None
+    pins: Pins = DEFAULT_PINS  # mkosi, systemd-stub and OVMF as the lock pins them (`[debian.pinned]`)
+
+
+#: Given the evaluated image and its output format, the repositories of its locked package sets
+#: (the CLI composes `tdxstore.packages` with the lockfile), or None to let mkosi use the mirror.
+PackagesHook = Callable[[Image, ImageFormat], LockedRepos | None]
 
 
 class Hooks(TypedDict, total=False):
@@ -60,6 +73,8 @@ class ImagePlan:
     derivation: Derivation | None = None  # None until the configuration is in the store
     sources: tuple[StorePath, ...] = ()  # store paths the configuration names (read by hooks)
     repo: Derivation | None = None  # the local repository of the locked package set (mkosi's only source)
+    tools_repo: Derivation | None = None  # the same for mkosi's tools tree (`[debian.tools]`)
+    pins: Pins = DEFAULT_PINS  # the pinned mkosi, systemd-stub and OVMF (the lock's, or the defaults)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -106,25 +121,32 @@ def _check_paths(image: Image) -> None:
             claimed[path] = (name, site)
 
 
-def tools_derivation(store: Store, mirrors: AptMirrors) -> Derivation:
-    """mkosi's tools tree as a store path: built once, shared by every image, bound read-only."""
+def tools_derivation(store: Store, mirrors: AptMirrors, repo: Derivation | None = None,
+                     pins: Pins = DEFAULT_PINS) -> Derivation:
+    """mkosi's tools tree as a store path: built once, shared by every image, bound read-only.
+
+    With `repo` (the repository of the locked `[debian.tools]` set) it is installed from that
+    repository only, with the network cut; without, mkosi downloads it from the mirror.
+    """
     with store.temp_dir("mkosi-tools-config") as tmp:
-        write_config(tools_config(mirrors), tmp / "config")
+        write_config(tools_config(mirrors, locked=repo is not None), tmp / "config")
         config = store.add_path(tmp / "config", "mkosi-tools-config")
-    mkosi = mkosi_derivation(mirrors.debian)
-    return derivation(f"mkosi-tools-{TOOLS_RELEASE}", "builtin:mkosi",
-                      env={"config": config.logical, "mkosi": mkosi.out.logical, "format": TOOLS},
-                      inputs=[config, mkosi])
+    mkosi = mkosi_derivation(mirrors.debian, pins.mkosi)
+    env = {"config": config.logical, "mkosi": mkosi.out.logical, "format": TOOLS}
+    if repo is not None:
+        env["repo"] = repo.out.logical
+    return derivation(f"mkosi-tools-{TOOLS_RELEASE}", "builtin:mkosi", env=env,
+                      inputs=[config, mkosi, *([repo] if repo is not None else [])])
 
 
-def boot_inputs(fmt: ImageFormat, mirrors: AptMirrors) -> tuple[Derivation, ...]:
+def boot_inputs(fmt: ImageFormat, mirrors: AptMirrors, pins: Pins = DEFAULT_PINS) -> tuple[Derivation, ...]:
     """What a bootable image needs besides packages: the pinned systemd-stub (laid over the image)."""
-    return (stub_derivation(mirrors.debian),) if fmt.bootable else ()
+    return (stub_derivation(mirrors.debian, pins.stub),) if fmt.bootable else ()
 
 
-def measure_inputs(fmt: ImageFormat, mirrors: AptMirrors) -> dict[str, Derivation]:
+def measure_inputs(fmt: ImageFormat, mirrors: AptMirrors, pins: Pins = DEFAULT_PINS) -> dict[str, Derivation]:
     """What the measurement manifest needs besides the image: the pinned firmware (UKI images only)."""
-    return {"firmware": firmware_derivation(mirrors.debian)} if fmt is ImageFormat.UKI else {}
+    return {"firmware": firmware_derivation(mirrors.debian, pins.ovmf)} if fmt is ImageFormat.UKI else {}
 
 
 def evaluate(tdxfile: Path, fmt: str | None = None, store: Store | None = None,
@@ -139,18 +161,20 @@ def evaluate(tdxfile: Path, fmt: str | None = None, store: Store | None = None,
     image = load_tdxfile(tdxfile, import_paths)
     mirrors = mirrors or declared_mirrors()
     out_fmt = ImageFormat(fmt) if fmt else image.format
-    repo = packages(image, mkosi_format(out_fmt)) if packages is not None else None
+    repos = packages(image, mkosi_format(out_fmt)) if packages is not None else None
+    repo, tools_repo = (repos.image, repos.tools) if repos is not None else (None, None)
+    pins = repos.pins if repos is not None else DEFAULT_PINS
     locked = repo is not None
-    builds = boot_inputs(out_fmt, mirrors) + _build_derivations(image, lower)
+    builds = boot_inputs(out_fmt, mirrors, pins) + _build_derivations(image, lower)
     config = render_config(image, out_fmt, mirrors, locked=locked)
     if store is None:
-        return ImagePlan(image, out_fmt, mirrors, config, builds, repo=repo)
+        return ImagePlan(image, out_fmt, mirrors, config, builds, repo=repo, tools_repo=tools_repo, pins=pins)
     config = {rel: store.logicalise(data) for rel, data in config.items()}
     sources = _mentioned_sources(store, config)
     if sources:
         config = {rel: store.logicalise(data)
                   for rel, data in render_config(image, out_fmt, mirrors, store_view=True, locked=locked).items()}
-    return ImagePlan(image, out_fmt, mirrors, config, builds, None, sources, repo)
+    return ImagePlan(image, out_fmt, mirrors, config, builds, None, sources, repo, tools_repo, pins)
 
 
 def _mentioned_sources(store: Store, config: dict[str, bytes]) -> tuple[StorePath, ...]:
@@ -172,9 +196,9 @@ def image_derivation(store: Store, p: ImagePlan) -> ImagePlan:
     with store.temp_dir("mkosi-config") as tmp:
         write_config(p.config, tmp / "config")
         config = store.add_path(tmp / "config", f"{p.image.name}-mkosi-config", references=p.sources)
-    mkosi = mkosi_derivation(p.mirrors.debian)
-    measure = measure_inputs(p.fmt, p.mirrors)
-    tools = tools_derivation(store, p.mirrors)
+    mkosi = mkosi_derivation(p.mirrors.debian, p.pins.mkosi)
+    measure = measure_inputs(p.fmt, p.mirrors, p.pins)
+    tools = tools_derivation(store, p.mirrors, p.tools_repo, p.pins)
     env = {"config": config.logical, "mkosi": mkosi.out.logical, "format": p.fmt.value, "tools": tools.out.logical,
            "builds": " ".join(d.out.logical for d in p.builds), **{k: d.out.logical for k, d in measure.items()}}
     if p.sources:
@@ -206,7 +230,7 @@ def dry_run(store: Store, p: ImagePlan) -> DryRun:
     instantiate(store, p.derivation)
     needed = plan(store, list(p.derivation.input_drvs))
     return DryRun(p.derivation, store.is_valid(p.derivation.out),
-                  store.is_valid(mkosi_derivation(p.mirrors.debian).out), needed,
+                  store.is_valid(mkosi_derivation(p.mirrors.debian, p.pins.mkosi).out), needed,
                   tuple(image_packages(p.image, mkosi_format(p.fmt))))
 
 

@@ -19,7 +19,15 @@ from tdxstore.image.model.kernel import kernel_package
 from tdxstore.image.model.service import unit_text
 from tdxstore.image.model.user import create_lines, group_lines
 from tdxstore.image.secrets import READY_TARGET, secrets_config, secrets_packages, secrets_tree
-from tdxstore.mkosi.config import SLIM_PACKAGE, TOOLS_SANDBOX_DIR, ImageFormat, Settings, base_config, conf_text
+from tdxstore.mkosi.config import (
+    SLIM_PACKAGE,
+    TOOLS_SANDBOX_DIR,
+    ImageFormat,
+    Settings,
+    base_config,
+    conf_text,
+    locked_tools_settings,
+)
 from tdxstore.store.path import STORE_DIR
 
 BOOT_PACKAGES = ("systemd", "udev", "systemd-boot-efi")
@@ -194,13 +202,17 @@ def render_config(image: Image, fmt: ImageFormat, mirrors: AptMirrors, *,
     return dict(sorted({**files, **base_files}.items()))
 
 
-def tools_config(mirrors: AptMirrors) -> dict[str, bytes]:
+def tools_config(mirrors: AptMirrors, *, locked: bool = False) -> dict[str, bytes]:
     """The configuration that builds only mkosi's default tools tree (trixie: ukify, repart, …).
 
-    It names no mirror: the tools tree is not a locked set yet, and the URL it is downloaded from is
-    written by the mkosi builtin for the run only (`tdxstore.mkosi.build.Run.tools_mirrors`), as a
-    fetch's URL is, so hosts that differ only in their mirror share one tools derivation.
+    It names no mirror. `locked`: the tools tree's packages are a locked set (`[debian.tools]`),
+    installed from its repository (a per-run `LocalMirror=` drop-in), offline. Otherwise the URL it
+    is downloaded from is written by the mkosi builtin for the run only
+    (`tdxstore.mkosi.build.Run.tools_mirrors`), as a fetch's URL is, so hosts that differ only in
+    their mirror share one tools derivation.
     """
+    if locked:
+        return {"mkosi.conf": conf_text(locked_tools_settings()).encode()}
     base = base_config(fmt=ImageFormat.UKI, mirrors=mirrors, locked=True)
     build = [(k, v) for k, v in base.settings["Build"] if k != "ToolsTreeMirror"]
     settings = {"Distribution": base.settings["Distribution"], "Output": [("Format", "none")], "Build": build}

@@ -24,6 +24,7 @@ from tdxstore.debian.mirror import AptMirrors
 from tdxstore.errors import TdxError
 from tdxstore.mkosi.config import (
     DEFAULT_RELEASE,
+    LOCKED_TOOLS_OUTPUT,
     SANDBOX_DIR,
     SOURCES_FILE,
     TOOLS_RELEASE,
@@ -79,7 +80,7 @@ def assemble(run: Run, out: Path, *, work: Path, cache_root: Path, log: IO[bytes
         with incremental_cache(cache_root, key) as cache_dir:
             artifact = run_mkosi(run.mkosi, config, work / "output", cache_dir=cache_dir,
                                  package_cache_dir=cache_root / "packages", workspace=work / "ws", log_path=mlog,
-                                 force=run.fmt is None, output_name=TOOLS if run.fmt is None else "image",
+                                 force=run.fmt is None, output_name=_output_name(run),
                                  offline=run.offline)
     except TdxError as e:
         cause = e.hint if e.code != "mkosi-failed" and e.hint else None
@@ -97,6 +98,12 @@ def assemble(run: Run, out: Path, *, work: Path, cache_root: Path, log: IO[bytes
     else:
         sort_tar(artifact, out / ARTIFACT[run.fmt])
     remove_tree(work / "output")
+
+
+def _output_name(run: Run) -> str:
+    if run.fmt is not None:
+        return "image"
+    return LOCKED_TOOLS_OUTPUT if run.local_mirror is not None else TOOLS  # a locked tools tree: its own image
 
 
 def _write_drop_ins(run: Run, config: Path) -> None:

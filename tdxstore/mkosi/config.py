@@ -23,6 +23,7 @@ TOOLS_RELEASE = "trixie"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 SANDBOX_DIR = "mkosi.sandbox"
 TOOLS_SANDBOX_DIR = "mkosi.tools.sandbox"
+LOCKED_TOOLS_OUTPUT = "mkosi.tools"  # the Output= of mkosi 25.3's builtin mkosi-tools configuration
 SOURCES_FILE = "etc/apt/sources.list.d/mkosi.sources"  # mkosi 25.3 keeps this exact file if present
 UKI_PACKAGES = ("systemd", "udev", "systemd-boot-efi", "linux-image-cloud-amd64")
 UKI_CMDLINE = ("console=ttyS0", "systemd.firstboot=off", "panic=-1")
@@ -65,6 +66,24 @@ SLIM_KERNEL_MODULES_EXCLUDE = (
     "^drivers/(net/(ethernet|wireless|wwan|usb|can)|infiniband|comedi|gpu|media|usb|input|hid|"
     "thermal|isdn|bluetooth|staging|iio|mmc|ata|target|nvme/target|md/dm-vdo|block/drbd)/",
     "^net/(bluetooth|wireless|mac80211|tipc|sctp|smc|rds|can)/",
+)
+
+# What mkosi 25.3's builtin `mkosi-tools` configuration installs for Debian trixie on x86-64 (its
+# resources/mkosi-tools/mkosi.conf and the Debian matches of its mkosi.conf.d/), in apt's spelling:
+# the request `tdx lock` resolves for the tools tree. apt installs `?exact-name(x)` only where x exists.
+TOOLS_PACKAGES = (
+    "acl", "attr", "bash", "ca-certificates", "coreutils", "cpio", "curl", "diffutils", "dosfstools",
+    "e2fsprogs", "findutils", "grep", "jq", "keyutils", "kmod", "less", "mtools", "nano", "opensc", "openssl",
+    "sed", "socat", "strace", "swtpm", "systemd", "tar", "util-linux", "xfsprogs", "zstd",
+    "?exact-name(distribution-gpg-keys)", "?exact-name(grub-pc-bin)", "?exact-name(kali-archive-keyring)",
+    "?exact-name(virtiofsd)", "apt", "archlinux-keyring", "btrfs-progs", "createrepo-c",
+    "debian-archive-keyring", "dnf", "erofs-utils", "git-core", "grub-common", "libarchive-tools",
+    "libcryptsetup12", "libseccomp2", "libtss2-dev", "libnss-resolve", "libnss-myhostname", "makepkg",
+    "openssh-client", "ovmf", "pacman-package-manager", "policycoreutils", "python3-cryptography",
+    "python3-pefile", "qemu-efi-aarch64", "qemu-system", "reprepro", "sbsigntool", "squashfs-tools",
+    "swtpm-tools", "systemd-container", "systemd-coredump", "systemd-journal-remote", "uidmap", "xz-utils",
+    "zypper", "linux-perf", "pkcs11-provider", "python3-virt-firmware", "systemd-boot", "systemd-repart",
+    "systemd-ukify", "ubuntu-keyring",
 )
 
 SECTION_ORDER = ("Distribution", "Output", "Content", "Build")
@@ -229,6 +248,23 @@ def _tools_tree_settings(tools_tree: str, mirrors: AptMirrors) -> list[tuple[str
         # The tools tree is cached in the cache directory and reused while its settings are unchanged.
         ("Incremental", "yes"),
     ]
+
+
+def locked_tools_settings(seed: str = DEFAULT_SEED) -> Settings:
+    """mkosi's tools tree built as an image of its own, from a locked set (`LocalMirror=`, a drop-in).
+
+    The builtin `mkosi-tools` configuration (what `ToolsTree=default` builds, whose packages are
+    `TOOLS_PACKAGES`) included into an image of its own: a directory named `LOCKED_TOOLS_OUTPUT`
+    (its own `Output=`). `ToolsTree=default` cannot be used, because mkosi 25.3 gives the default
+    tools tree no local mirror. Like the default one it is built with the host's tools (no tools
+    tree of its own), and with a fixed seed and epoch.
+    """
+    return {
+        "Distribution": [("Distribution", "debian"), ("Release", TOOLS_RELEASE), ("Architecture", "x86-64")],
+        "Output": [("Seed", seed)],
+        "Content": [("SourceDateEpoch", "0"), *[("RemoveFiles", f) for f in NON_REPRODUCIBLE_FILES]],
+        "Include": [("Include", "mkosi-tools")],
+    }
 
 
 def write_config(files: Mapping[str, bytes], dest: Path) -> Path:

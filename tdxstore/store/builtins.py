@@ -79,8 +79,8 @@ class Builtin:
 
 
 def _mkosi_downloads(drv: Derivation) -> bool:
-    """mkosi downloads packages unless the image's locked repository is an input (then it runs offline);
-    its tools tree is not locked yet, so building that downloads."""
+    """mkosi downloads packages unless a locked repository is an input (then it runs offline): the
+    image's, or for the tools tree the repository of `[debian.tools]`."""
     return not drv.env_dict().get("repo")
 
 
@@ -159,7 +159,7 @@ def _mkosi(store: Store, drv: Derivation, out: Path, log: IO[bytes], options: Op
               extra_trees=[store.real_path(store.parse(b)) for b in env.get("builds", "").split()],
               store_root=store.root if env.get("sources") else None, store_target=STORE_DIR.lstrip("/"),
               local_mirror=real("repo") if env.get("repo") else None, offline=bool(env.get("repo")),
-              tools_mirrors=declared_mirrors() if env["format"] == TOOLS else None)
+              tools_mirrors=declared_mirrors() if env["format"] == TOOLS and not env.get("repo") else None)
     out.mkdir()
     with store.temp_dir("mkosi") as work:
         assemble(run, out, work=work, cache_root=store.home / "cache" / "mkosi", log=log,

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tarfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,10 +200,19 @@ def test_emit_mkosi_matches_the_golden_files(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tar", "uki"])
 def test_two_empty_stores_give_identical_images(tmp_path: Path, fmt: str) -> None:
+    # One tdx.lock (the image's packages and mkosi's tools tree, each .deb pinned by SHA-256), built
+    # with --frozen in two empty stores: every package comes from the locked repositories, offline.
     artifact = "image.tar" if fmt == "tar" else "image.efi"
+    proj = tmp_path / "minimal"
+    shutil.copytree(MINIMAL, proj)
+    assert (locking := tdx(tmp_path / "home-lock", "lock", "-p", proj)).rc == 0, str(locking)
+    remove_tree(tmp_path / "home-lock")
+    assert {"image", "tools"} <= set(tomllib.loads((proj / "tdx.lock").read_text())["debian"])
     results = []
     for n in ("first", "second-store"):
-        _, image = build(tmp_path / f"home-{n}", MINIMAL, tmp_path / f"out-{n}", fmt)
+        run = tdx(tmp_path / f"home-{n}", "build", proj, "--frozen", "-o", tmp_path / f"out-{n}", "--format", fmt)
+        assert run.rc == 0, str(run)
+        image = (tmp_path / f"out-{n}" / "minimal").resolve()
         kept = tmp_path / f"{n}-{artifact}"
         shutil.copyfile(image / artifact, kept)
         results.append(kept)

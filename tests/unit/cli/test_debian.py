@@ -9,6 +9,7 @@ entries each fail with one typed error and leave the store valid.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from tdxstore.cli import debian
-from tdxstore.errors import HashMismatchError, LockfileError, PackageError
+from tdxstore.errors import HashMismatchError, LockfileError, PackageError, TransferError
 from tdxstore.image import pipeline
 from tdxstore.lock.lockfile import read_lock, write_lock
+from tdxstore.store.realise import check_offline, plan, uses_network
 from tdxstore.store.store import Store
 from tdxstore.store.verify import verify_store
 from tests.debrepo import Archive, ArchiveServer, Pkg, TestKey, bookworm_archive, fake_debian_env
@@ -77,6 +79,14 @@ def test_lock_pins_what_mkosi_installs_and_names_no_mirror(tmp_path: Path, env: 
     doc = tomllib.loads(text)
     assert doc["debian"]["bootstrap"]["package"][0]["name"] == "busybox-static"
     assert [s["suite"] for s in doc["debian"]["image"]["source"]] == debian.suites("bookworm")
+    # mkosi's tools tree, resolved by apt from trixie's verified indexes: virtual names and
+    # ?exact-name(...) patterns are apt's to resolve (only the existing one is installed)
+    tools = {p["name"]: p for p in doc["debian"]["tools"]["package"]}
+    assert doc["debian"]["tools"]["release"] == "trixie"
+    assert [s["suite"] for s in doc["debian"]["tools"]["source"]] == ["trixie", "trixie-updates", "trixie-security"]
+    assert {"git-core", "systemd-ukify", "distribution-gpg-keys", "ess", "base-files", "libfoo"} <= set(tools)
+    assert "kali-archive-keyring" not in tools and tools["jq"]["suite"] == "trixie-updates"
+    assert f"+ tools tree: {len(tools)} deb(s)" in r.stdout
     first = (proj / "tdx.lock").read_bytes()
     hits = sum(server.hits.values())
     again = tdx(env, "lock", "-p", str(proj))
@@ -201,3 +211,60 @@ def test_unknown_package_gets_the_closest_names(tmp_path: Path, env: dict[str, s
         assert err.value.code == "package-not-found" and "hello" in (err.value.hint or "")
     r = tdx(env, "lock", "-p", str(proj))
     assert r.returncode != 0 and "closest names: hello" in r.stderr and not (proj / "tdx.lock").exists()
+
+
+def test_lock_without_tools_tree_is_stale_and_tdx_lock_adds_only_it(tmp_path: Path, env: dict[str, str]) -> None:
+    # a tdx.lock written before the tools tree was locked: --frozen says so; `tdx lock` adds
+    # [debian.tools] and keeps the image's set as it was
+    proj = project(tmp_path)
+    assert tdx(env, "lock", "-p", str(proj)).returncode == 0
+    full = (proj / "tdx.lock").read_bytes()
+    lock = read_lock(proj / "tdx.lock")
+    old = dataclasses.replace(lock, debian={k: v for k, v in lock.debian.items() if k != debian.TOOLS_SET})
+    write_lock(proj / "tdx.lock", old)
+    image_table = tomllib.loads((proj / "tdx.lock").read_text())["debian"]["image"]
+    r = tdx(env, "build", str(proj), "--frozen", "--dry-run")
+    assert r.returncode != 0 and "pins no packages for mkosi's tools tree" in r.stderr and "tdx lock" in r.stderr
+    again = tdx(env, "lock", "-p", str(proj))
+    assert again.returncode == 0 and again.stdout.startswith("+ tools tree: "), again.stdout
+    assert "+ deb " not in again.stdout
+    assert tomllib.loads((proj / "tdx.lock").read_text())["debian"]["image"] == image_table
+    assert (proj / "tdx.lock").read_bytes() == full
+
+
+def test_locked_tools_tree_is_built_offline_and_not_a_download(tmp_path: Path, env: dict[str, str]) -> None:
+    # with [debian.tools], the tools tree derivation installs from its repository (an input) with
+    # the network cut: `--offline` does not list it; without it, mkosi downloads
+    proj = project(tmp_path)
+    assert tdx(env, "lock", "-p", str(proj)).returncode == 0
+    with closing(Store.open()) as store:
+        hook = debian.build_hook(proj / "tdx.lock", store, frozen=True)
+        assert hook is not None
+        p = pipeline.image_derivation(store, pipeline.evaluate(proj / "TDXfile", None, store, packages=hook))
+        assert p.derivation is not None and p.tools_repo is not None
+        tools = next(d for d in p.derivation.input_drvs if d.env_dict().get("format") == "tools")
+        assert tools.env_dict()["repo"] == p.tools_repo.out.logical and p.tools_repo in tools.input_drvs
+        assert not uses_network(tools) and uses_network(pipeline.tools_derivation(store, p.mirrors))
+        todo = plan(store, [p.derivation]).build
+        assert tools in todo
+        # what `--offline` would list: only the pinned mkosi/stub/firmware files, no mkosi run
+        with pytest.raises(TransferError) as err:
+            check_offline(store, todo)
+        assert "builtin:mkosi" not in (err.value.detail or "") and "mkosi_25.3" in (err.value.detail or "")
+        conf = store.real_path(store.parse(tools.env_dict()["config"])) / "mkosi.conf"
+        text = conf.read_text()
+        assert "Include=mkosi-tools" in text and "Mirror" not in text and "ToolsTree" not in text
+
+
+def test_unavailable_version_gets_the_available_ones(tmp_path: Path, env: dict[str, str]) -> None:
+    proj = project(tmp_path, TDXFILE + 'image.install("hello=9.9")\n')
+    r = tdx(env, "lock", "-p", str(proj))
+    assert r.returncode != 0 and sum(ln.startswith("error: ") for ln in r.stderr.splitlines()) == 1
+    assert "version '9.9' of hello is not available" in r.stderr and "2.10-3 (bookworm)" in r.stderr
+    assert not (proj / "tdx.lock").exists()
+    with closing(Store.open()) as store:
+        image = debian.image_of(proj / "TDXfile", [])
+        with pytest.raises(PackageError) as err:
+            debian.resolve_image_set(store, image, debian.requested(image))
+        assert err.value.code == "version-not-available"
+        assert verify_store(store, check_contents=True).ok

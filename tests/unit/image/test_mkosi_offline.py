@@ -2,7 +2,7 @@
 
 `offline_argv` is checked against a real HTTP server on 127.0.0.1: reachable from a plain child,
 unreachable from one run through it (a new network namespace has only a loopback that is down).
-The per-run drop-ins name the repository (`LocalMirror=`) and, for the tools tree, the mirror;
+The per-run drop-ins name the repository (`LocalMirror=`) and, for an unlocked tools tree, the mirror;
 the stored configuration of a locked image names neither a mirror nor apt sources.
 """
 
@@ -19,8 +19,8 @@ import pytest
 from tdxstore.debian.mirror import AptMirrors
 from tdxstore.image.model.image import Image
 from tdxstore.image.render import bare_name, render_config, tools_config
-from tdxstore.mkosi.build import MIRROR_CONF, Run, _write_drop_ins
-from tdxstore.mkosi.config import ImageFormat
+from tdxstore.mkosi.build import MIRROR_CONF, Run, _output_name, _write_drop_ins
+from tdxstore.mkosi.config import LOCKED_TOOLS_OUTPUT, ImageFormat
 from tdxstore.mkosi.run import offline_argv
 from tdxstore.sandbox import process
 
@@ -86,6 +86,24 @@ def test_locked_configuration_names_no_mirror() -> None:
     uki = render_config(image, ImageFormat.UKI, mirrors, locked=True)["mkosi.conf"].decode()
     assert "linux-image-cloud-amd64\n" in uki and "bookworm-backports" not in uki
     assert tools_config(mirrors) == tools_config(AptMirrors("http://other.example/debian"))
+
+
+def test_locked_tools_tree_is_an_offline_image_of_mkosi_tools(tmp_path: Path) -> None:
+    # [debian.tools] locked: mkosi-tools included in an image of its own, its repository the only
+    # source (a LocalMirror= drop-in, no tools mirror, no sandbox sources), its own Output= collected
+    mirrors = AptMirrors("http://mirror.example/debian", "http://mirror.example/debian-security")
+    conf = tools_config(mirrors, locked=True)["mkosi.conf"].decode()
+    assert "[Include]\nInclude=mkosi-tools\n" in conf and "Release=trixie\n" in conf
+    assert "ToolsTree" not in conf and "Mirror" not in conf and "Format=" not in conf
+    assert tools_config(mirrors, locked=True) == tools_config(AptMirrors("http://other.example/debian"), locked=True)
+    repo = tmp_path / "store" / "abc-debian-repo-trixie"
+    run = Run(Path("/m"), tmp_path, None, local_mirror=repo, offline=True)
+    _write_drop_ins(run, tmp_path)
+    assert (tmp_path / MIRROR_CONF).read_text() == f"[Distribution]\nLocalMirror=file://{repo}\n"
+    assert not (tmp_path / "mkosi.tools.sandbox").exists() and not (tmp_path / "mkosi.sandbox").exists()
+    assert _output_name(run) == LOCKED_TOOLS_OUTPUT == "mkosi.tools"
+    assert _output_name(Run(Path("/m"), tmp_path, None)) == "tools"
+    assert _output_name(Run(Path("/m"), tmp_path, ImageFormat.TAR, local_mirror=repo)) == "image"
 
 
 @pytest.mark.parametrize(("request_", "name"), [
