@@ -11,6 +11,7 @@ import functools
 import hashlib
 import http.server
 import lzma
+import shutil
 import subprocess
 import threading
 from collections import Counter
@@ -58,6 +59,7 @@ class Pkg:
 def build_deb(pkg: Pkg, workdir: Path) -> Path:
     """A real .deb made by dpkg-deb (xz data, fixed mtimes) holding `pkg.files`."""
     root = workdir / f"{pkg.name}-{pkg.version}"
+    shutil.rmtree(root, ignore_errors=True)  # a suite written again builds its packages afresh
     (root / "DEBIAN").mkdir(parents=True)
     control = [f"Package: {pkg.name}", f"Version: {pkg.version}", f"Architecture: {pkg.arch}",
                "Maintainer: t <t@example.org>", "Description: test package"]

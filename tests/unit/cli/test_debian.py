@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import tomllib
+from collections import Counter
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +29,16 @@ from tdxstore.lock.lockfile import read_lock, write_lock
 from tdxstore.store.realise import check_offline, plan, uses_network
 from tdxstore.store.store import Store
 from tdxstore.store.verify import verify_store
-from tests.debrepo import Archive, ArchiveServer, Pkg, TestKey, bookworm_archive, fake_debian_env
+from tests.debrepo import (
+    Archive,
+    ArchiveServer,
+    Pkg,
+    TestKey,
+    bookworm_archive,
+    fake_debian_env,
+    pinned_stanzas,
+    trixie_tools,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 TDXFILE = 'from tdx import Image\nimage = Image("t", base="debian/bookworm")\n'
@@ -268,3 +280,53 @@ def test_unavailable_version_gets_the_available_ones(tmp_path: Path, env: dict[s
             debian.resolve_image_set(store, image, debian.requested(image))
         assert err.value.code == "version-not-available"
         assert verify_store(store, check_contents=True).ok
+
+
+def _deb_hits(server: ArchiveServer) -> Counter[str]:
+    with server.lock:
+        return Counter({p: n for p, n in server.hits.items() if p.endswith(".deb")})
+
+
+def test_changing_one_package_fetches_exactly_one_deb(tmp_path: Path, env: dict[str, str], archive: Archive,
+                                                      server: ArchiveServer) -> None:
+    proj = project(tmp_path, TDXFILE + 'image.install("hello")\n')
+    assert tdx(env, "lock", "-p", str(proj)).returncode == 0
+
+    def fetch_all() -> None:
+        with closing(Store.open()) as store:
+            hook = debian.build_hook(proj / "tdx.lock", store, frozen=True)
+            assert hook is not None
+            image = debian.image_of(proj / "TDXfile", [])
+            hook(image, image.format)  # fetches every missing .deb of the image and tools sets
+
+    fetch_all()
+    first = _deb_hits(server)
+    assert len(first) > 10 and all(n == 1 for n in first.values())
+    fetch_all()  # nothing changed: nothing is downloaded
+    assert _deb_hits(server) == first
+    archive.add_suite("bookworm-updates", [Pkg("hello", "2.10-4", depends="libfoo")])
+    up = tdx(env, "lock", "--update", "-p", str(proj))
+    assert up.returncode == 0 and "~ deb hello: 2.10-3 -> 2.10-4" in up.stdout, up.stderr
+    fetch_all()
+    new = _deb_hits(server) - first
+    assert list(new) == ["/pool/main/h/hello/hello_2.10-4_amd64.deb"] and new.total() == 1
+
+
+@pytest.mark.parametrize(("listed", "code"), [
+    (lambda stanzas: tuple(re.sub(r"SHA256: [0-9a-f]{64}", "SHA256: " + "0" * 64, s) for s in stanzas),
+     "pin-mismatch"),
+    (lambda stanzas: (), "pin-superseded"),
+])
+def test_a_pinned_tool_the_archive_disagrees_with_is_one_error(tmp_path: Path, env: dict[str, str],
+                                                               archive: Archive, listed: Any, code: str) -> None:
+    archive.add_suite("trixie", trixie_tools(), listed=listed(pinned_stanzas()))
+    proj = project(tmp_path)
+    with closing(Store.open()) as store:
+        image = debian.image_of(proj / "TDXfile", [])
+        with pytest.raises(PackageError) as err:
+            debian.lock_image(store, image, None)
+        assert err.value.code == code
+        assert verify_store(store, check_contents=True).ok
+    r = tdx(env, "lock", "-p", str(proj))
+    assert r.returncode != 0 and sum(ln.startswith("error: ") for ln in r.stderr.splitlines()) == 1
+    assert not (proj / "tdx.lock").exists()
