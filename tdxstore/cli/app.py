@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("tdxstore.cli.diff", "Say what changed between two built images and which measurements (MRTD, "
                                   "RTMR0-2) it moves."),
     "store": ("tdxstore.cli.store", "Inspect and maintain the content-addressed store."),
+    "cache": ("tdxstore.cli.cache", "Push store paths to a binary cache and show what a cache holds."),
+    "key": ("tdxstore.cli.cache", "Make the Ed25519 keys that sign store paths."),
     "lock": ("tdxstore.cli.lock", "Resolve the modules pyproject.toml declares and pin them (and the TDXfile's "
                                   "fetches) in tdx.lock."),
     "module": ("tdxstore.cli.module", "Develop modules: content hash, API check, scaffold."),

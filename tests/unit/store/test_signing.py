@@ -52,7 +52,7 @@ def test_sign_then_import_requires_the_signature(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     (tmp_path / "f").write_text("signed content\n")
     sec, pub = tmp_path / "k.sec", tmp_path / "k.pub"
-    assert tdx(a, "store", "generate-key", "ci-1", "--secret", str(sec), "--public", str(pub)).returncode == 0
+    assert tdx(a, "key", "generate", "ci-1", "--secret", str(sec), "--public", str(pub)).returncode == 0
     sp = tdx(a, "store", "add", str(tmp_path / "f")).stdout.decode().strip()
     bundle = tmp_path / "unsigned.tdx"
     assert tdx(a, "store", "export", sp, "-o", str(bundle)).returncode == 0
@@ -66,7 +66,7 @@ def test_sign_then_import_requires_the_signature(tmp_path: Path) -> None:
     assert ok.returncode == 0 and b"signatures checked against 1 key(s)" in ok.stderr
     assert b"signatures:    1" in tdx(b, "store", "path-info", sp).stdout
     other = tmp_path / "o.pub"
-    tdx(a, "store", "generate-key", "ci-2", "--secret", str(tmp_path / "o.sec"), "--public", str(other))
+    tdx(a, "key", "generate", "ci-2", "--secret", str(tmp_path / "o.sec"), "--public", str(other))
     mismatch = tdx(c, "store", "import", str(signed), "--require-signature", str(other))
     assert mismatch.returncode == 1 and "1 signed by other keys" in one_error(mismatch)
     not_a_key = tdx(c, "store", "import", str(signed), "--require-signature", str(tmp_path / "f"))
