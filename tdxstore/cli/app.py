@@ -164,10 +164,22 @@ def main(argv: list[str] | None = None) -> int:
     return rv
 
 
+def _offline() -> Any:
+    """`tdxstore.fetch.offline` if this process loaded it (a command that can run offline did); else None.
+    Looked up, not imported: importing it would load the fetch code (and requests) for every command."""
+    return sys.modules.get("tdxstore.fetch.offline")
+
+
 def _run(argv: list[str] | None) -> int:
+    if _offline() is not None:
+        _offline().enable(False)  # a command run with --offline turns it on for itself
     try:
         rv = app(args=argv, standalone_mode=False)
+        if _offline() is not None and _offline().missing():  # noted, and nothing checked it since
+            raise _offline().error()
     except TdxError as err:
+        if _offline() is not None and _offline().missing() and err.code != "offline-missing":
+            err = _offline().error(because=err)  # what stopped an offline run is the missing downloads
         if os.environ.get("TDX_DEBUG"):
             traceback.print_exc()
         render_error(err)

@@ -61,9 +61,11 @@ def _progress(label: str) -> Iterator[Progress | None]:
 
 def configure(store: Store, offline: bool) -> None:
     """What `tdx build` and `tdx realise` share: `--offline` and the configured substituters."""
+    from tdxstore.fetch import offline as offline_run
     from tdxstore.store.cache import substituters_from
     from tdxstore.store.settings import load_settings
 
+    offline_run.enable(offline)
     store.offline = offline
     store.substituters = substituters_from(load_settings(), offline=offline, notify=_say)
 
