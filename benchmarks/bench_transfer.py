@@ -6,13 +6,16 @@ store paths of equal size, half of each pseudo-random (incompressible) and half 
 in files of 4 MiB and 4 KiB. Export: `tdx store export` of the closure to a file vs `tar -c DIRS |
 zstd -3 -o FILE`; import: `tdx store import FILE` into an empty store vs `zstd -d FILE | tar -x` into an
 empty directory. tdx does more (hashes every NAR on both sides, checks the header, registers in SQLite);
-ratios are tdx / baseline (below 1.0: tdx is faster). Every temporary file is removed at the end.
+ratios are tdx / baseline (below 1.0: tdx is faster). Besides wall time, the CPU time (user + system)
+of the child processes is measured from getrusage: on a loaded machine it moves far less than wall time,
+so its ratio says more about tdx's own cost. Every temporary file is removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -48,9 +51,16 @@ def make_tree(root: Path, size: int, seed: int) -> None:
         i += 1
 
 
-def timed(argv: list[str], env: dict[str, str], **kw: object) -> float:
-    start = time.perf_counter()
+def cpu() -> float:
+    """User + system seconds of every finished child process so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(argv: list[str], env: dict[str, str], cpus: list[float], **kw: object) -> float:
+    start, c0 = time.perf_counter(), cpu()
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]
+    cpus.append(cpu() - c0)
     return time.perf_counter() - start
 
 
@@ -73,34 +83,44 @@ def main() -> None:
         dirs = [str(store.real_path(p).relative_to(work / "a" / "store")) for p in paths]
         rows = []
         exp, tar, imp, untar = [], [], [], []
+        c_exp: list[float] = []
+        c_tar: list[float] = []
+        c_imp: list[float] = []
+        c_untar: list[float] = []
         for _ in range(args.runs):
             (work / "b.tdx").unlink(missing_ok=True)
-            exp.append(timed([*TDX, "store", "export", *(p.logical for p in paths), "-o", str(work / "b.tdx")], env))
+            exp.append(timed([*TDX, "store", "export", *(p.logical for p in paths), "-o", str(work / "b.tdx")], env,
+                             c_exp))
             (work / "b.tar.zst").unlink(missing_ok=True)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu()
             tarp = subprocess.Popen(["tar", "-C", str(work / "a" / "store"), "-c", *dirs], stdout=subprocess.PIPE)
             subprocess.run(["zstd", "-3", "-q", "-o", str(work / "b.tar.zst")], stdin=tarp.stdout, check=True)
             assert tarp.wait() == 0
             tar.append(time.perf_counter() - t0)
+            c_tar.append(cpu() - c0)
             remove_tree(work / "b")
             env_b = {**os.environ, "TDX_HOME": str(work / "b")}
-            imp.append(timed([*TDX, "store", "import", str(work / "b.tdx")], env_b))
+            imp.append(timed([*TDX, "store", "import", str(work / "b.tdx")], env_b, c_imp))
             remove_tree(work / "x")
             (work / "x").mkdir()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu()
             z = subprocess.Popen(["zstd", "-d", "-q", "-c", str(work / "b.tar.zst")], stdout=subprocess.PIPE)
             subprocess.run(["tar", "-C", str(work / "x"), "-x"], stdin=z.stdout, check=True)
             assert z.wait() == 0
             untar.append(time.perf_counter() - t0)
+            c_untar.append(cpu() - c0)
         gib = args.mib / 1024
-        rows.append(("export", min(exp), min(tar), (work / "b.tdx").stat().st_size,
+        rows.append(("export", min(exp), min(tar), min(c_exp), min(c_tar), (work / "b.tdx").stat().st_size,
                      (work / "b.tar.zst").stat().st_size))
-        rows.append(("import", min(imp), min(untar), 0, 0))
-        print(f"closure: {len(paths)} paths, {args.mib} MiB; best of {args.runs}")
-        print(f"{'step':8} {'tdx s':>8} {'tdx MiB/s':>10} {'tar+zstd s':>11} {'ratio':>7}  sizes")
-        for name, t, base, size, base_size in rows:
+        rows.append(("import", min(imp), min(untar), min(c_imp), min(c_untar), 0, 0))
+        print(f"closure: {len(paths)} paths, {args.mib} MiB; best of {args.runs}; load average "
+              f"{os.getloadavg()[0]:.1f} at the end")
+        print(f"{'step':8} {'tdx s':>8} {'tdx MiB/s':>10} {'tar+zstd s':>11} {'ratio':>7} {'tdx cpu s':>10} "
+              f"{'base cpu s':>11} {'cpu ratio':>10}  sizes")
+        for name, t, base, ct, cb, size, base_size in rows:
             sizes = f"bundle {size / MiB:.0f} MiB, tar.zst {base_size / MiB:.0f} MiB" if size else ""
-            print(f"{name:8} {t:8.2f} {gib * 1024 / t:10.0f} {base:11.2f} {t / base:7.2f}  {sizes}")
+            print(f"{name:8} {t:8.2f} {gib * 1024 / t:10.0f} {base:11.2f} {t / base:7.2f} {ct:10.2f} {cb:11.2f} "
+                  f"{ct / cb:10.2f}  {sizes}")
     finally:
         remove_tree(work)
         shutil.rmtree(work, ignore_errors=True)

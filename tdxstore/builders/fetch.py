@@ -16,6 +16,7 @@ from pathlib import Path
 from tdxstore._fs import sha256_file
 from tdxstore._lock import locked
 from tdxstore.errors import FetchError, HashMismatchError, UsageError
+from tdxstore.fetch import offline
 from tdxstore.fetch.download import (
     DEFAULT_LIMITS,
     DEFAULT_RETRIES,
@@ -94,6 +95,15 @@ def realise_fetch_git(store: Store, url: str, tag: str | None, rev: str | None, 
     return _realise_git(store, url, tag, rev, hex_digest, name, submodules)[0]
 
 
+def _offline_path(store: Store, drv: Derivation, call: str, url: str) -> StorePath | None:
+    """`--offline`: the path a fetch would make when it is not in the store, noted as missing (so
+    evaluation goes on and one error lists every missing fetch); None: fetch as usual."""
+    if not offline.enabled() or offline.is_local(url) or store.is_valid(drv.out):
+        return None
+    offline.note(f"{call} -> {drv.out}")
+    return drv.out
+
+
 def _open(store: Store | None) -> tuple[Store, bool]:
     return (store, False) if store is not None else (Store.open(), True)
 
@@ -125,7 +135,9 @@ def fetch(url: str, sha256: str | None = None, *, name: str | None = None, store
     check_allowed(url, format_sha256(hex_digest), FetchKind.FETCH)
     st, owned = _open(store)
     try:
-        sp = realise_fetch(st, url, hex_digest, name, progress=progress, limits=limits)
+        sp = _offline_path(st, fetchurl_derivation(url, hex_digest, name), f"fetch({url!r})", url)
+        if sp is None:
+            sp = realise_fetch(st, url, hex_digest, name, progress=progress, limits=limits)
         record(url, format_sha256(hex_digest), kind=FetchKind.FETCH, name=name)
         return st.real_path(sp)
     finally:
@@ -145,7 +157,11 @@ def fetch_git(url: str, *, tag: str | None = None, rev: str | None = None, sha25
     check_allowed(url, format_sha256(hex_digest), FetchKind.FETCH_GIT)
     st, owned = _open(store)
     try:
-        sp, commit, _ = _realise_git(st, url, tag, rev, hex_digest, name, submodules)
+        sp = _offline_path(st, fetchgit_derivation(url, tag, rev, hex_digest, name, submodules),
+                           f"fetch_git({url!r}, {'tag' if tag else 'rev'}={tag or rev!r})", url)
+        commit: str | None = None
+        if sp is None:
+            sp, commit, _ = _realise_git(st, url, tag, rev, hex_digest, name, submodules)
         record(url, format_sha256(hex_digest), kind=FetchKind.FETCH_GIT, rev=commit or rev, tag=tag,
                name=name)
         return st.real_path(sp)

@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("tdxstore.cli.diff", "Say what changed between two built images and which measurements (MRTD, "
                                   "RTMR0-2) it moves."),
     "store": ("tdxstore.cli.store", "Inspect and maintain the content-addressed store."),
+    "cache": ("tdxstore.cli.cache", "Push store paths to a binary cache and show what a cache holds."),
+    "key": ("tdxstore.cli.cache", "Make the Ed25519 keys that sign store paths."),
     "lock": ("tdxstore.cli.lock", "Resolve the modules pyproject.toml declares and pin them (and the TDXfile's "
                                   "fetches) in tdx.lock."),
     "module": ("tdxstore.cli.module", "Develop modules: content hash, API check, scaffold."),
@@ -162,10 +164,22 @@ def main(argv: list[str] | None = None) -> int:
     return rv
 
 
+def _offline() -> Any:
+    """`tdxstore.fetch.offline` if this process loaded it (a command that can run offline did); else None.
+    Looked up, not imported: importing it would load the fetch code (and requests) for every command."""
+    return sys.modules.get("tdxstore.fetch.offline")
+
+
 def _run(argv: list[str] | None) -> int:
+    if _offline() is not None:
+        _offline().enable(False)  # a command run with --offline turns it on for itself
     try:
         rv = app(args=argv, standalone_mode=False)
+        if _offline() is not None and _offline().missing():  # noted, and nothing checked it since
+            raise _offline().error()
     except TdxError as err:
+        if _offline() is not None and _offline().missing() and err.code != "offline-missing":
+            err = _offline().error(because=err)  # what stopped an offline run is the missing downloads
         if os.environ.get("TDX_DEBUG"):
             traceback.print_exc()
         render_error(err)

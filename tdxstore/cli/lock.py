@@ -115,6 +115,8 @@ def lock_cmd(
     project: Path = typer.Option(Path("."), "--project", "-p", help="The image project directory."),
     index_url: str | None = typer.Option(None, "--index-url", envvar="TDX_INDEX_URL",
                                          help="Package index (PEP 503); credentials here never enter the lock."),
+    offline: bool = typer.Option(False, "--offline", help="Use only what the store holds; list what is missing "
+                                                          "up front."),
 ) -> None:
     """Resolve the modules pyproject.toml declares and pin them (and the TDXfile's fetches) in tdx.lock."""
     from packaging.utils import canonicalize_name
@@ -128,6 +130,7 @@ def lock_cmd(
                          code="usage")
     directory = _directory(project)
     wanted = frozenset(canonicalize_name(n) for n in names or ()) if update else None
+    _offline(offline)
     store = Store.open()
     try:
         old, new, _ = lock_project(directory, store, update=wanted, index_url=index_url)
@@ -146,6 +149,13 @@ def lock_cmd(
         _say(f"wrote {lock_path}: {len(new.modules)} module(s), {len(new.fetches)} fetch(es)")
     else:
         _say(f"{lock_path} is up to date")
+
+
+def _offline(on: bool) -> None:
+    """`--offline`: no download (`tdxstore/fetch/offline.py`); what is missing is one offline-missing error."""
+    from tdxstore.fetch import offline
+
+    offline.enable(on)
 
 
 def _package_changes(old: Lockfile | None, new: Lockfile) -> list[str]:

@@ -1,6 +1,7 @@
 """`tdx store …`: add, ls, path-info, dump, verify, gc, delete, roots (L5: parse, call, print).
 
-Export, import, keys, signing and caches are in `cli/transfer.py`, registered on the same group.
+Export, import and signing are in `cli/transfer.py`, registered on the same group (keys and caches:
+`cli/cache.py`).
 """
 
 from __future__ import annotations

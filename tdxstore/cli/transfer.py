@@ -1,7 +1,8 @@
-"""`tdx store export|import|generate-key|sign|push|cache-info` (L5: parse, call one library function, print).
+"""`tdx store export|import|sign` (L5: parse, call one library function, print).
 
-Registered on the `store` group by `cli/store.py`. Bundles and caches are `tdxstore/store/bundle.py`
-and `cache.py`; a TDXfile target is evaluated here (the CLI composes `image/` with the store).
+Registered on the `store` group by `cli/store.py`; keys and caches are `cli/cache.py`'s. Bundles are
+`tdxstore/store/bundle.py`; a TDXfile target is evaluated here (the CLI composes `image/` with the
+store), for `tdx store export` and `tdx cache push --closure` alike.
 """
 
 from __future__ import annotations
@@ -27,10 +28,7 @@ def register(group: typer.Typer) -> None:
         return
     group.command("export")(export_cmd)
     group.command("import")(import_cmd)
-    group.command("generate-key")(generate_key_cmd)
     group.command("sign")(sign_cmd)
-    group.command("push")(push_cmd)
-    group.command("cache-info")(cache_info_cmd)
 
 
 def _say(text: str) -> None:
@@ -63,14 +61,16 @@ def _progress(label: str) -> Iterator[Progress | None]:
 
 def configure(store: Store, offline: bool) -> None:
     """What `tdx build` and `tdx realise` share: `--offline` and the configured substituters."""
+    from tdxstore.fetch import offline as offline_run
     from tdxstore.store.cache import substituters_from
     from tdxstore.store.settings import load_settings
 
+    offline_run.enable(offline)
     store.offline = offline
     store.substituters = substituters_from(load_settings(), offline=offline, notify=_say)
 
 
-def _targets(store: Store, targets: list[str]) -> tuple[list[StorePath], list[Derivation]]:
+def targets_of(store: Store, targets: list[str]) -> tuple[list[StorePath], list[Derivation]]:
     """Store paths (a `.drv` means its derivation) and TDXfiles (evaluated to their image derivation)."""
     from tdxstore.store.path import STORE_DIR
 
@@ -108,7 +108,7 @@ def export_cmd(
 
     store = Store.open()
     with store.gc_guard():
-        paths, drvs = _targets(store, targets)
+        paths, drvs = targets_of(store, targets)
         sel = select(store, paths, drvs, outputs_only=outputs_only)
         if outputs_only and sel.missing:
             raise TransferError(f"{len(sel.missing)} output(s) are not built in this store",
@@ -183,21 +183,6 @@ def import_cmd(
          f"of NAR{checked})")
 
 
-def generate_key_cmd(
-    name: str = typer.Argument(..., help="The key's name, e.g. ci.example.org-1 (carried in signatures)."),
-    secret: Path = typer.Option(..., "--secret", help="Where to write the secret key (mode 0600)."),
-    public: Path = typer.Option(..., "--public", help="Where to write the public key."),
-) -> None:
-    """Make an Ed25519 key pair for signing store paths (Nix's name:base64 format)."""
-    from tdxstore._fs import atomic_write
-    from tdxstore.store.signing import SecretKey
-
-    key = SecretKey.generate(name)
-    atomic_write(secret, f"{key}\n".encode(), mode=0o600)
-    atomic_write(public, f"{key.public}\n".encode())
-    print(key.public)
-
-
 def sign_cmd(
     paths: list[str] = typer.Argument(..., help="Store paths to sign."),
     key: Path = typer.Option(..., "--key", "-k", help="The secret key file."),
@@ -223,29 +208,3 @@ def sign_cmd(
         for sp in todo:
             store.db.add_signatures(conn, sp.base_name, [secret.sign(record_of(store, sp))])
     _say(f"signed {len(todo)} paths with {secret.name}")
-
-
-def push_cmd(
-    cache: str = typer.Argument(..., help="file:///dir or http(s)://host/prefix (PUT)."),
-    paths: list[str] = typer.Argument(..., help="Store paths; their closures are pushed."),
-) -> None:
-    """Copy the closures of store paths to a binary cache (objects already there are not sent again)."""
-    from tdxstore.store.cache import open_cache, push
-    from tdxstore.store.store import Store
-
-    store = Store.open()
-    sps = [store.parse(p) for p in paths]
-    for sp in sps:
-        store.query(sp)
-    report = push(store, open_cache(cache), sps)
-    _say(f"pushed {report.pushed} paths ({_size(report.bytes)} compressed), {report.present} already in {cache}")
-
-
-def cache_info_cmd(cache: str = typer.Argument(..., help="file:///dir or http(s)://host/prefix.")) -> None:
-    """Print a binary cache's nix-cache-info and how many paths it lists."""
-    from tdxstore.store.cache import open_cache
-
-    c = open_cache(cache)
-    info = c.info()
-    for k, v in sorted(info.items()):
-        print(f"{k}: {v}")

@@ -29,6 +29,7 @@ import requests
 import urllib3.exceptions
 
 from tdxstore.errors import FetchError, HashMismatchError, UsageError, full_disk_is_an_error
+from tdxstore.fetch import offline
 from tdxstore.fetch.hashspec import format_sha256
 
 log = logging.getLogger(__name__)
@@ -325,6 +326,8 @@ def download(url: str, dest: Path, *, expected_sha256: str | None, progress: Pro
     `tee` sees the bytes of every attempt as they are written, so nothing needs to read them again.
     """
     parts = check_url(url)
+    if parts.scheme != "file":
+        offline.refuse(f"download {url}")
     budget = _Budget(limits, url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with full_disk_is_an_error(dest.parent, f"downloading {url}", lambda: budget.declared):

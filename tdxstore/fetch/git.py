@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tdxstore._fs import atomic_write, remove_tree
 from tdxstore.errors import CommandError, FetchError, UsageError
+from tdxstore.fetch import offline
 from tdxstore.sandbox import process
 from tdxstore.sandbox.run import bwrap_command
 from tdxstore.sandbox.spec import Mount, SandboxSpec
@@ -175,6 +176,8 @@ def fetch_git_tree(url: str, dest: Path, *, tag: str | None = None, rev: str | N
     """Check out `tag` or `rev` of `url` into `dest` (which must not exist) and return the commit id."""
     check_git_url(url)
     check_ref(tag, rev)
+    if not offline.is_local(url):
+        offline.refuse(f"git checkout of {url} at {tag or rev}")
     if process.which("git") is None:
         raise FetchError("git is not installed", hint="install git (apt-get install git)", code="git-missing")
     if dest.exists():

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from tdxstore._fs import atomic_write
 from tdxstore.errors import FetchError, HashMismatchError, LockfileError, TdxError
+from tdxstore.fetch import offline
 from tdxstore.fetch.download import download
 from tdxstore.fetch.git import fetch_git_tree
 from tdxstore.lock.lockfile import ModuleEntry, ModuleSource
@@ -169,13 +170,32 @@ def _fetch_git_tree(entry: ModuleEntry, tmp: Path, staged: Path) -> None:
 
 def import_paths(store: Store, entries: tuple[ModuleEntry, ...], project_dir: Path,
                  index_url: str | None = None) -> list[Path]:
-    """The sys.path entries of every locked module, in lock order (by name)."""
+    """The sys.path entries of every locked module, in lock order (by name).
+
+    `--offline`: a module whose tree is not in the store (and would be downloaded) is noted as missing
+    and left out, so the one offline-missing error lists it with everything else the run lacks.
+    """
     out = []
     for entry in entries:
+        if offline.enabled() and _needs_network(store, entry):
+            offline.note(f"module {entry.name} {entry.version} ({entry.url or entry.git})")
+            continue
         sp = tree_path(store, entry, project_dir, index_url)
         root = store.real_path(sp)
         out.append(root if entry.source is ModuleSource.PYPI else import_root(root))
     return out
+
+
+def _needs_network(store: Store, entry: ModuleEntry) -> bool:
+    if entry.source is ModuleSource.LOCAL:
+        return False
+    if _cached(store, f"{entry.source.value}-{entry.integrity.removeprefix('sha256:')}") is not None:
+        return False
+    if entry.source is ModuleSource.PYPI and entry.url is not None:
+        name = store_name(wheel_file_name(entry.url))
+        return not store.is_valid(make_fixed_output_path(entry.integrity.removeprefix("sha256:"), name,
+                                                         recursive=False))
+    return True
 
 
 def temporary_checkout(url: str, ref: str) -> tuple[tempfile.TemporaryDirectory[str], Path, str]:

@@ -17,10 +17,11 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tdxstore.errors import LockfileError
+from tdxstore.fetch import offline
 from tdxstore.lock.lockfile import FetchEntry, Lockfile, ModuleEntry, ModuleSource
 from tdxstore.lock.materialise import download_wheel, store_name, temporary_checkout, tree_path, wheel_file_name
 from tdxstore.lock.pip import resolve_index
-from tdxstore.lock.project import DEFAULT_INDEX, SDK_NAME, Declared, Origin, Project, check_sdk
+from tdxstore.lock.project import DEFAULT_INDEX, SDK_NAME, Declared, Origin, Project, check_sdk, redact
 from tdxstore.store.store import Store
 from tdxstore.store.tree import tree_hash
 
@@ -155,6 +156,7 @@ def resolve(request: Request, old: Lockfile | None, store: Store) -> Lockfile:
         return Lockfile(project.requires_hash, project.requires, (*entries, *locked), fetches, carried)
     provided = {e.name for e in entries}
     reqs = _index_requirements(request, extra, provided)
+    offline.refuse(f"the package index {redact(request.index_url)} (to resolve: {', '.join(reqs) or 'modules'})")
     pins = resolve_index(reqs, _constraints(request, old, reqs), index_url=request.index_url,
                          sdk_version=sdk_version)
     for pin in pins:

@@ -157,35 +157,76 @@ def select(store: Store, paths: Sequence[StorePath], derivations: Sequence[Deriv
     return Selection(tuple(dict.fromkeys(roots)), tuple(missing))
 
 
+class _HashThread:
+    """SHA-256 of each NAR on a thread of its own, beside its dump and compression (hashlib drops the
+    GIL for large updates). The queue is bounded, so memory stays at a few chunks; `dump` hands over
+    fresh `bytes`, never a buffer it reuses."""
+
+    _NEXT, _STOP = object(), object()
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self._todo: queue.Queue[object] = queue.Queue(maxsize=16)
+        self._digests: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="export-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import hashlib
+
+        h = hashlib.sha256()
+        while (item := self._todo.get()) is not self._STOP:
+            if item is self._NEXT:
+                self._digests.put(h.hexdigest())
+                h = hashlib.sha256()
+            else:
+                h.update(cast(bytes, item))
+
+    def update(self, chunk: bytes) -> None:
+        self._todo.put(chunk)
+
+    def hexdigest(self) -> str:
+        """The digest of everything since the last call; the hash starts again."""
+        self._todo.put(self._NEXT)
+        return self._digests.get()
+
+    def close(self) -> None:
+        self._todo.put(self._STOP)
+        self._thread.join()
+
+
 def export_bundle(store: Store, roots: Sequence[StorePath], out: BinaryIO, *,
                   progress: Progress | None = None, level: int = 3) -> Summary:
     """Write the closure of `roots` to `out` as one bundle; each NAR is checked against the database."""
-    import hashlib
-
     records = [record_of(store, p) for p in dependency_order(store, roots)]
     total = sum(r.nar_size for r in records)
     notify = progress or (lambda _b, _t, _p, _n: None)
     state = {"done": 0, "path": 0}
-    h = hashlib.sha256()
+    h = _HashThread()
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=-1)
-    with cctx.stream_writer(out, closefd=False) as z:
+    try:
+        with cctx.stream_writer(out, closefd=False) as z:
 
-        def write(chunk: bytes) -> None:
-            h.update(chunk)
-            z.write(chunk)
-            state["done"] += len(chunk)
-            notify(state["done"], total, state["path"], len(records))
+            def write(chunk: bytes) -> None:
+                h.update(chunk)
+                z.write(chunk)
+                state["done"] += len(chunk)
+                notify(state["done"], total, state["path"], len(records))
 
-        header = encode_header(records)
-        z.write(MAGIC + len(header).to_bytes(8, "little") + header)
-        for i, r in enumerate(records):
-            state["path"], start, h = i, state["done"], hashlib.sha256()
-            dump(store.real_path(r.path), write)
-            if f"sha256:{h.hexdigest()}" != r.nar_hash or state["done"] - start != r.nar_size:
-                raise TransferError(f"{r.path} no longer matches its registered NAR hash; the bundle is "
-                                    "incomplete", hint="run `tdx store verify` and rebuild or re-add that path",
-                                    code="export-corrupt-path")
-        z.write(END)
+            header = encode_header(records)
+            z.write(MAGIC + len(header).to_bytes(8, "little") + header)
+            for i, r in enumerate(records):
+                state["path"], start = i, state["done"]
+                dump(store.real_path(r.path), write)
+                if f"sha256:{h.hexdigest()}" != r.nar_hash or state["done"] - start != r.nar_size:
+                    raise TransferError(f"{r.path} no longer matches its registered NAR hash; the bundle is "
+                                        "incomplete", hint="run `tdx store verify` and rebuild or re-add that path",
+                                        code="export-corrupt-path")
+            z.write(END)
+    finally:
+        h.close()
     notify(total, total, len(records), len(records))
     return Summary(len(records), total)
 

@@ -1,4 +1,4 @@
-"""Binary caches on `file://` and `http(s)://`: Nix's layout, push and substitution (L3).
+"""Binary caches on `file://`, `http(s)://` and `s3://`: Nix's layout, push and substitution (L3).
 
 A cache is a directory of immutable objects: `nix-cache-info`, `<hash part>.narinfo` (the path's
 record, text, signed) and `nar/<base-32 SHA-256 of the file>.nar.zst`. Push writes the NAR object
@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, cast
 
 import zstandard
 
-from tdxstore._fs import atomic_write
-from tdxstore.errors import StorePathError, TransferError, UsageError
+from tdxstore.errors import StorePathError, TransferError
 from tdxstore.store import base32
+from tdxstore.store.cache_backends import Cache, CacheDown, FileCache, open_cache
 from tdxstore.store.nar import dump
 from tdxstore.store.path import STORE_DIR, StorePath
 from tdxstore.store.settings import Settings
@@ -31,13 +29,11 @@ from tdxstore.store.signing import PublicKey, trusted_by
 from tdxstore.store.store import Store
 from tdxstore.store.transfer import PathRecord, dependency_order, record_of, register, stage
 
+__all__ = ["Cache", "CacheDown", "CacheSummary", "NarInfo", "PushReport", "Substituters", "open_cache",
+           "parse_narinfo", "push", "substituters_from", "summary"]
 log = logging.getLogger(__name__)
 CACHE_INFO = f"StoreDir: {STORE_DIR}\nWantMassQuery: 1\nPriority: 40\n"
 _CHUNK = 1 << 20
-
-
-class CacheDown(Exception):
-    """The cache did not answer (refused, timed out, 5xx): skip it for the rest of the run."""
 
 
 # -- narinfo ---------------------------------------------------------------------------------------
@@ -96,122 +92,6 @@ def parse_narinfo(text: str, where: str) -> NarInfo:
                             hint="the cache holds a damaged or hostile object; push the path again") from e
 
 
-# -- backends --------------------------------------------------------------------------------------
-
-class Cache:
-    """One cache URL: small objects whole, NARs as streams. Missing objects are None."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def get(self, name: str) -> bytes | None:
-        raise NotImplementedError
-
-    def stream(self, name: str) -> IO[bytes]:
-        raise NotImplementedError
-
-    def put(self, name: str, source: Path | bytes) -> None:
-        raise NotImplementedError
-
-    def info(self) -> dict[str, str]:
-        data = self.get("nix-cache-info")
-        if data is None:
-            raise TransferError(f"{self.url} has no nix-cache-info: it is not a binary cache",
-                                code="cache-not-a-cache", hint="push a path to it first (tdx store push)")
-        out = dict(line.split(": ", 1) for line in data.decode().splitlines() if ": " in line)
-        if out.get("StoreDir") != STORE_DIR:
-            raise TransferError(f"{self.url} serves the store {out.get('StoreDir')!r}, not {STORE_DIR}",
-                                code="cache-store-dir")
-        return out
-
-
-class FileCache(Cache):
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.root = Path(url.removeprefix("file://"))
-
-    def get(self, name: str) -> bytes | None:
-        try:
-            return (self.root / name).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise CacheDown(str(e)) from e
-
-    def stream(self, name: str) -> IO[bytes]:
-        return open(self.root / name, "rb")
-
-    def put(self, name: str, source: Path | bytes) -> None:
-        dest = self.root / name
-        if isinstance(source, bytes):
-            atomic_write(dest, source)
-            return
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-        shutil.copyfile(source, part)  # the store's tmp/ and the cache may be on different file systems
-        os.chmod(part, 0o644)
-        os.replace(part, dest)
-
-
-class HttpCache(Cache):
-    """GET to read, PUT to push (a WebDAV-capable server); `timeout` bounds every request."""
-
-    def __init__(self, url: str, timeout: float) -> None:
-        import requests
-
-        super().__init__(url.rstrip("/"))
-        self.timeout = timeout
-        self.session = requests.Session()
-        self.session.trust_env = True
-
-    def _request(self, method: str, name: str, **kw: Any) -> Any:
-        import requests
-
-        try:
-            r = self.session.request(method, f"{self.url}/{name}", timeout=self.timeout, **kw)
-        except requests.RequestException as e:
-            raise CacheDown(f"{type(e).__name__}: {e}") from e
-        if r.status_code >= 500:
-            raise CacheDown(f"HTTP {r.status_code}")
-        return r
-
-    def get(self, name: str) -> bytes | None:
-        r = self._request("GET", name)
-        if r.status_code == 404:
-            return None
-        if r.status_code != 200:
-            raise CacheDown(f"GET {name}: HTTP {r.status_code}")
-        return r.content  # type: ignore[no-any-return]  # small objects only (narinfo, cache info)
-
-    def stream(self, name: str) -> IO[bytes]:
-        r = self._request("GET", name, stream=True)
-        if r.status_code != 200:
-            raise CacheDown(f"GET {name}: HTTP {r.status_code}")
-        r.raw.decode_content = True
-        return r.raw  # type: ignore[no-any-return]
-
-    def put(self, name: str, source: Path | bytes) -> None:
-        if isinstance(source, bytes):
-            r = self._request("PUT", name, data=source)
-        else:
-            with open(source, "rb") as f:
-                r = self._request("PUT", name, data=f)
-        if r.status_code not in (200, 201, 204):
-            raise TransferError(f"the cache {self.url} refused PUT {name}: HTTP {r.status_code}",
-                                hint="the server must accept PUT (e.g. nginx with dav_methods PUT)",
-                                code="cache-push-refused")
-
-
-def open_cache(url: str, timeout: float = 5.0) -> Cache:
-    if url.startswith("file:///"):
-        return FileCache(url)
-    if url.startswith(("http://", "https://")):
-        return HttpCache(url, timeout)
-    raise UsageError(f"unknown substituter or cache URL {url!r}", code="cache-unknown-scheme",
-                     hint="use file:///absolute/dir, http://host/prefix or https://host/prefix "
-                          "(s3:// is not supported yet)")
-
-
 # -- push ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +146,32 @@ def _compress(store: Store, sp: StorePath, dest: Path) -> tuple[Path, str, int]:
 
         dump(store.real_path(sp), write)
     return dest, base32.encode(file_hash.digest()), size
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSummary:
+    paths: int
+    nar_bytes: int
+    file_bytes: int
+
+
+def summary(cache: Cache) -> CacheSummary | None:
+    """How many paths a cache lists and their sizes (None where the backend cannot list, as plain HTTP)."""
+    try:
+        names = cache.names()
+        if names is None:
+            return None
+        paths = nar = size = 0
+        for name in sorted(names):
+            data = cache.get(name)
+            if data is None:
+                continue
+            info = parse_narinfo(data.decode(errors="replace"), f"{cache.url}/{name}")
+            paths, nar, size = paths + 1, nar + info.record.nar_size, size + info.file_size
+    except CacheDown as e:
+        raise TransferError(f"the cache {cache.url} is unreachable: {e}", code="cache-unreachable",
+                            hint="check the URL, that the server runs, and (s3://) the AWS credentials") from e
+    return CacheSummary(paths, nar, size)
 
 
 # -- substitution ----------------------------------------------------------------------------------

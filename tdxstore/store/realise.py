@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tdxstore.errors import BuildError, DerivationError, HashMismatchError, TdxError, TransferError
+from tdxstore.fetch import offline
 from tdxstore.store.build import Options as Options  # re-exported: realise(…, Options(…)) is the API
 from tdxstore.store.build import input_closure, run_builder
 from tdxstore.store.builtins import BUILTINS, Hashed
@@ -225,8 +226,10 @@ def check_offline(store: Store, todo: Sequence[Derivation]) -> None:
     subs = store.substituters
     missing = [d for d in todo if uses_network(d)
                and not (subs is not None and all(subs.lookup(p) for p in d.output_paths.values()))]
+    lines = [f"{dict(d.env).get('url') or d.builder}  ->  {d.out}" for d in missing]
+    if offline.missing():  # fetches the TDXfile's evaluation could not make: one list with the builds
+        raise offline.error(lines)
     if missing:
-        lines = [f"{dict(d.env).get('url') or d.builder}  ->  {d.out}" for d in missing]
         raise TransferError(f"--offline: {len(missing)} derivation(s) would need the network and are not in the "
                             "store", detail="\n".join(lines), code="offline-missing",
                             hint="import a bundle that holds them (tdx store export on a connected machine, "

@@ -27,7 +27,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]{0,127}")
 
 def _key_error(what: str, where: str) -> TransferError:
     return TransferError(f"{where} is not a key: {what}",
-                         hint="a key is `<name>:<base64>` as `tdx store generate-key` writes it",
+                         hint="a key is `<name>:<base64>` as `tdx key generate` writes it",
                          code="key-invalid")
 
 

@@ -263,3 +263,18 @@ def test_cli_export_of_a_tdxfile_then_offline_build_lists_every_download(tmp_pat
     err = offline.stderr.decode()
     assert "builtin:mkosi" in err and ".deb" in err and "running mkosi" not in err
     assert tdx(b, "store", "verify").returncode == 0
+
+
+def test_export_refuses_a_path_that_no_longer_matches_its_hash(source: Store, tmp_path: Path) -> None:
+    """The NAR hash is checked while the bundle is written: a same-size change in the store is caught."""
+    lib, _, top = _closure(source, tmp_path)
+    victim = source.real_path(lib) / "doc" / "README"
+    os.chmod(victim, 0o644)
+    victim.write_bytes(b"READ ME\n")
+    with pytest.raises(TransferError) as err:
+        _export(source, [top])
+    assert err.value.code == "export-corrupt-path" and str(lib) in err.value.message
+    other = source.add_path(_tree(tmp_path, "other", {"f": b"unrelated\n"}), "other")
+    plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(_export(source, [other]))).read()
+    size = int.from_bytes(plain[16:24], "little")
+    assert [r.path for r in decode_header(plain[24:24 + size])] == [other]  # the next export works

@@ -3,8 +3,10 @@ refusal of keys that are not keys, and `tdx store sign` + `import --require-sign
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from tdxstore.errors import TransferError
 from tdxstore.store.path import StorePath
 from tdxstore.store.signing import PublicKey, SecretKey, fingerprint, trusted_by
 from tdxstore.store.transfer import PathRecord
-from tests.unit.cli.test_store_cli import one_error, tdx
+from tests.unit.cli.test_store_cli import REPO, one_error, tdx
 
 REC = PathRecord(StorePath.parse("/tdx/store/" + "a" * 32 + "-x"), "sha256:" + "00" * 32, 120,
                  (StorePath.parse("/tdx/store/" + "b" * 32 + "-y"),))
@@ -52,7 +54,7 @@ def test_sign_then_import_requires_the_signature(tmp_path: Path) -> None:
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     (tmp_path / "f").write_text("signed content\n")
     sec, pub = tmp_path / "k.sec", tmp_path / "k.pub"
-    assert tdx(a, "store", "generate-key", "ci-1", "--secret", str(sec), "--public", str(pub)).returncode == 0
+    assert tdx(a, "key", "generate", "ci-1", "--secret", str(sec), "--public", str(pub)).returncode == 0
     sp = tdx(a, "store", "add", str(tmp_path / "f")).stdout.decode().strip()
     bundle = tmp_path / "unsigned.tdx"
     assert tdx(a, "store", "export", sp, "-o", str(bundle)).returncode == 0
@@ -66,7 +68,7 @@ def test_sign_then_import_requires_the_signature(tmp_path: Path) -> None:
     assert ok.returncode == 0 and b"signatures checked against 1 key(s)" in ok.stderr
     assert b"signatures:    1" in tdx(b, "store", "path-info", sp).stdout
     other = tmp_path / "o.pub"
-    tdx(a, "store", "generate-key", "ci-2", "--secret", str(tmp_path / "o.sec"), "--public", str(other))
+    tdx(a, "key", "generate", "ci-2", "--secret", str(tmp_path / "o.sec"), "--public", str(other))
     mismatch = tdx(c, "store", "import", str(signed), "--require-signature", str(other))
     assert mismatch.returncode == 1 and "1 signed by other keys" in one_error(mismatch)
     not_a_key = tdx(c, "store", "import", str(signed), "--require-signature", str(tmp_path / "f"))
@@ -81,3 +83,21 @@ def test_import_into_a_store_that_is_not_writable(tmp_path: Path) -> None:
     r = tdx(home, "store", "import", str(tmp_path / "b.tdx"))
     msg = one_error(r)
     assert r.returncode == 1 and ("cannot create the store" in msg or "not writable" in msg), msg
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare -m as root")
+def test_import_into_a_store_on_a_read_only_mount(tmp_path: Path) -> None:
+    """A real read-only store (a read-only bind mount of it in a mount namespace): one clear error, and
+    the store as it was."""
+    src, home = tmp_path / "src", tmp_path / "home"
+    (tmp_path / "f").write_text("payload\n")
+    sp = tdx(src, "store", "add", str(tmp_path / "f")).stdout.decode().strip()
+    assert tdx(src, "store", "export", sp, "-o", str(tmp_path / "b.tdx")).returncode == 0
+    assert tdx(home, "store", "ls").returncode == 0  # an empty, valid store
+    script = (f'mount --bind "{home}" "{home}" && mount -o remount,ro,bind "{home}" "{home}" && '
+              f'exec "{sys.executable}" -m tdxstore.cli.app store import "{tmp_path / "b.tdx"}"')
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], env={**os.environ, "TDX_HOME": str(home)},
+                       capture_output=True, timeout=120, cwd=REPO)
+    msg = one_error(r)
+    assert r.returncode == 1 and "is not writable" in msg and str(home) in msg, msg
+    assert tdx(home, "store", "ls").stdout == b"" and tdx(home, "store", "verify").returncode == 0
