@@ -42,6 +42,25 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEX
 _TIMES_NS = (CANONICAL_TIME * 1_000_000_000,) * 2  # (atime, mtime) of every store file
 
 
+def _read_umask() -> int | None:
+    """The process umask from /proc (os.umask can only read it by changing it, racing other threads)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# A copied file is created with its canonical mode when the umask cannot strip bits of it (an fd
+# opened for writing by O_CREAT stays writable whatever the new file's mode): one fchmod less per
+# file. Read once: tdx never changes its umask.
+_UMASK = _read_umask()
+_CREATE_CANONICAL = _UMASK is not None and not _UMASK & 0o555
+
+
 def _str(s: bytes) -> bytes:
     n = len(s)
     return n.to_bytes(8, "little") + s + b"\0" * (-n % 8)
@@ -194,7 +213,8 @@ class _Dumper:
             size = st.st_size
             executable = bool(st.st_mode & stat.S_IXUSR)
             if self._mirror:
-                out = os.open(self._dest(path), _WRITE_FLAGS, 0o700)
+                mode = 0o555 if executable else 0o444
+                out = os.open(self._dest(path), _WRITE_FLAGS, mode if _CREATE_CANONICAL else 0o700)
             buf = self._buf
             buf += _T_REGULAR
             if executable:
@@ -218,7 +238,8 @@ class _Dumper:
                 _unchanged(path, st, os.fstat(fd))
                 # Canonical as normalise_tree leaves it: 0444/0555 (Nix keeps only the owner's x bit
                 # in the NAR, so that is the bit that decides), mtime 1.
-                os.fchmod(out, 0o555 if executable else 0o444)
+                if not _CREATE_CANONICAL:
+                    os.fchmod(out, mode)
                 os.utime(out, ns=_TIMES_NS)
         except OSError as e:
             raise _os_error(path, e) from e
