@@ -347,12 +347,13 @@ def hash_path(path: Path, contents: Callable[[ByteChunk], None] | None = None) -
     return NarDigest(h.digest(), size)
 
 
-class _HashBeside:
-    """Hashes each large chunk in a worker thread while the caller scans it: one pass, two cores.
+class _ScanBeside:
+    """Scans each large chunk in a worker thread while the caller hashes it: one pass, two cores.
 
-    hashlib releases the GIL while it hashes more than 2 KiB, and the scanner is C calls, so the two
-    overlap. The chunk is hashed in order and the call returns only once the worker is done with it,
-    because the dumper reuses its buffer for the next read. Small chunks are hashed inline.
+    The caller hashes (hashlib releases the GIL while it hashes more than 2 KiB), and that is when
+    the worker, woken by the chunk, holds the GIL to scan; the other way round the worker would wait
+    for the scanning caller's GIL switch interval. A call returns only once the worker is done with
+    its chunk, because the dumper reuses the buffer for the next read. Small chunks stay inline.
     """
 
     __slots__ = ("_done", "_h", "_scanner", "_thread", "_todo")
@@ -367,7 +368,7 @@ class _HashBeside:
     def _work(self) -> None:
         while (chunk := self._todo.get()) is not None:
             try:
-                self._h.update(chunk)
+                self._scanner.feed(chunk)
                 self._done.put(None)
             except BaseException as e:  # handed to the caller's thread
                 self._done.put(e)
@@ -378,11 +379,11 @@ class _HashBeside:
             self._scanner.feed(chunk)
             return
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="nar-hash", daemon=True)
+            self._thread = threading.Thread(target=self._work, name="nar-scan", daemon=True)
             self._thread.start()
         self._todo.put(chunk)
         try:
-            self._scanner.feed(chunk)
+            self._h.update(chunk)
         finally:
             failed = self._done.get()  # the buffer is the dumper's again only after this
         if failed is not None:
@@ -400,7 +401,7 @@ def hash_and_scan(path: Path, candidates: Iterable[str]) -> tuple[NarDigest, fro
     scanner = RefScanner(candidates)
     if scanner.done:
         return hash_path(path), frozenset()
-    sink = _HashBeside(h, scanner)
+    sink = _ScanBeside(h, scanner)
     try:
         size = _run(path, sink, copy=False)
     finally:
