@@ -1,10 +1,12 @@
-"""A small chain of derivations for the `tdx graph` tests: a seed from a .deb, two stages from a source.
+"""Chains of derivations for the `tdx graph` tests: a seed from a .deb, two stages from a source, and the
+Go chain (gccgo-12 -> 1.21.13 -> 1.22.12 -> 1.24.4) on that seed.
 
 Pure values (nothing is built): `tdx graph tests/graphchain.py:stage2` evaluates this file.
 """
 
 from __future__ import annotations
 
+from tdxstore.builders.gosource import GoFromSource
 from tdxstore.store.derivation import FixedOutput, derivation
 from tdxstore.store.path import make_fixed_output_path
 
@@ -19,3 +21,4 @@ stage1 = derivation("stage1", "/bin/sh", ["-c", 'tar -xzf "$SRC" -C "$out"'], ro
                     env={"SRC": src.out.logical})
 stage2 = derivation("stage2", "/bin/sh", ["-c", '"$PREV/bin/cc" -o "$out/hello"'], root=seed, inputs=[stage1, src],
                     env={"PREV": stage1.out.logical})
+go = GoFromSource(version="1.24.4", root=seed).derivation()

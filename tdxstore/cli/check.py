@@ -12,11 +12,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tdxstore.errors import DifferenceError
-from tdxstore.image.pipeline import Hooks
 from tdxstore.store.path import StorePath
 from tdxstore.store.store import Store
+
+if TYPE_CHECKING:  # the image pipeline (requests, the fetchers) is imported by the check itself, not by path-info
+    from tdxstore.image.pipeline import Hooks
 
 
 def _say(text: str) -> None:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import queue
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,25 @@ _FLUSH = 1 << 18  # small writes are batched into one sink call per 256 KiB
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _TIMES_NS = (CANONICAL_TIME * 1_000_000_000,) * 2  # (atime, mtime) of every store file
+
+
+def _read_umask() -> int | None:
+    """The process umask from /proc (os.umask can only read it by changing it, racing other threads)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# A copied file is created with its canonical mode when the umask cannot strip bits of it (an fd
+# opened for writing by O_CREAT stays writable whatever the new file's mode): one fchmod less per
+# file. Read once: tdx never changes its umask.
+_UMASK = _read_umask()
+_CREATE_CANONICAL = _UMASK is not None and not _UMASK & 0o555
 
 
 def _str(s: bytes) -> bytes:
@@ -192,7 +213,8 @@ class _Dumper:
             size = st.st_size
             executable = bool(st.st_mode & stat.S_IXUSR)
             if self._mirror:
-                out = os.open(self._dest(path), _WRITE_FLAGS, 0o700)
+                mode = 0o555 if executable else 0o444
+                out = os.open(self._dest(path), _WRITE_FLAGS, mode if _CREATE_CANONICAL else 0o700)
             buf = self._buf
             buf += _T_REGULAR
             if executable:
@@ -216,7 +238,8 @@ class _Dumper:
                 _unchanged(path, st, os.fstat(fd))
                 # Canonical as normalise_tree leaves it: 0444/0555 (Nix keeps only the owner's x bit
                 # in the NAR, so that is the bit that decides), mtime 1.
-                os.fchmod(out, 0o555 if executable else 0o444)
+                if not _CREATE_CANONICAL:
+                    os.fchmod(out, mode)
                 os.utime(out, ns=_TIMES_NS)
         except OSError as e:
             raise _os_error(path, e) from e
@@ -324,16 +347,65 @@ def hash_path(path: Path, contents: Callable[[ByteChunk], None] | None = None) -
     return NarDigest(h.digest(), size)
 
 
+class _ScanBeside:
+    """Scans each large chunk in a worker thread while the caller hashes it: one pass, two cores.
+
+    The caller hashes (hashlib releases the GIL while it hashes more than 2 KiB), and that is when
+    the worker, woken by the chunk, holds the GIL to scan; the other way round the worker would wait
+    for the scanning caller's GIL switch interval. A call returns only once the worker is done with
+    its chunk, because the dumper reuses the buffer for the next read. Small chunks stay inline.
+    """
+
+    __slots__ = ("_done", "_h", "_scanner", "_thread", "_todo")
+    MIN = 1 << 16
+
+    def __init__(self, h: hashlib._Hash, scanner: RefScanner) -> None:
+        self._h, self._scanner = h, scanner
+        self._todo: queue.SimpleQueue[ByteChunk | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def _work(self) -> None:
+        while (chunk := self._todo.get()) is not None:
+            try:
+                self._scanner.feed(chunk)
+                self._done.put(None)
+            except BaseException as e:  # handed to the caller's thread
+                self._done.put(e)
+
+    def __call__(self, chunk: ByteChunk) -> None:
+        if len(chunk) < self.MIN or self._scanner.done:
+            self._h.update(chunk)
+            self._scanner.feed(chunk)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="nar-scan", daemon=True)
+            self._thread.start()
+        self._todo.put(chunk)
+        try:
+            self._h.update(chunk)
+        finally:
+            failed = self._done.get()  # the buffer is the dumper's again only after this
+        if failed is not None:
+            raise failed
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._todo.put(None)
+            self._thread.join()
+
+
 def hash_and_scan(path: Path, candidates: Iterable[str]) -> tuple[NarDigest, frozenset[str]]:
     """`hash_path` plus the subset of `candidates` (32-char hash parts) occurring in the NAR bytes."""
     h = hashlib.sha256()
     scanner = RefScanner(candidates)
-
-    def sink(chunk: ByteChunk) -> None:
-        h.update(chunk)
-        scanner.feed(chunk)
-
-    size = _run(path, sink if not scanner.done else h.update, copy=False)
+    if scanner.done:
+        return hash_path(path), frozenset()
+    sink = _ScanBeside(h, scanner)
+    try:
+        size = _run(path, sink, copy=False)
+    finally:
+        sink.close()
     return NarDigest(h.digest(), size), frozenset(scanner.found)
 
 

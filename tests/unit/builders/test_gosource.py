@@ -114,6 +114,9 @@ def test_a_source_whose_bytes_differ_from_the_chain_is_a_hash_mismatch(store: St
     with pytest.raises(HashMismatchError) as err:
         realise(store, [src.fetch()])
     assert err.value.code == "hash-mismatch"
+    assert err.value.message.startswith(f"hash mismatch for {server.url('file/go.tgz')}\n")  # spec §5.2's wording
+    assert f"  Expected: sha256:{src.sha256}\n  Got:      sha256:" in err.value.message
+    assert err.value.hint == "The remote content has changed. Verify the new content and update the hash."
     assert not store.is_valid(src.fetch().out)
 
 
