@@ -5,7 +5,7 @@ temporary project, so Debian's Go 1.22 and the build root are realised once (the
 them). Rows: a warm `Lowering` + `realise` of the unchanged tree (add the source, find the output
 valid), the same after editing main.go (only the build derivation runs), and the baseline: Go's own
 `go build` of the same tree on the host with the same toolchain, flags and an empty GOCACHE (the
-sandbox build starts with an empty one too). Usage: python3 benchmarks/bench_builders.py
+sandbox build starts with an empty one too). Usage: .venv/bin/python benchmarks/bench_builders.py
 
 Measured (2 cores, a CI run going on): lookup 0.039 s (0.00x bare), edit 6.2 s (0.72x), bare 8.7 s.
 Before the bootstrap root was remembered per busybox .deb in `packages/repo.py` (it was unpacked and

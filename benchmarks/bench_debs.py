@@ -4,7 +4,7 @@ Resolves `?essential base-files systemd udev dbus ca-certificates curl` (FINDING
 bookworm on deb.debian.org, then downloads the same files: first plainly, one after another, into a
 directory (the baseline: network cost only), then with `realise_debs` into an empty store with 1 and
 4 jobs, then a no-op (every file valid) and a set with one more package. Network-bound: run it twice.
-Usage: python3 benchmarks/bench_debs.py [mirror]
+Usage: .venv/bin/python benchmarks/bench_debs.py [mirror]
 """
 
 from __future__ import annotations

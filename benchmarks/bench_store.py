@@ -1,6 +1,6 @@
 """Benchmark store ingestion against Nix: `tdx store add` vs `nix-store --add`, hash+scan, start-up.
 
-Plain script, not a test: `python3 benchmarks/bench_store.py [--dir /var/tmp] [--runs 3] [--quick]`.
+Plain script, not a test: `.venv/bin/python benchmarks/bench_store.py [--dir /var/tmp] [--runs 3] [--quick]`.
 Every figure is measured in this one process run (best of --runs, warm page cache; each add goes into
 a fresh, empty store), so the ratios (tdx / baseline; below 1.0 means tdx is faster) compare like
 with like on this machine. On a shared machine wall time swings with the load, so the adds also show

@@ -1,6 +1,6 @@
 """Benchmark bundle export and import of a 1 GiB closure against `tar -c | zstd -3` and `zstd -d | tar -x`.
 
-Plain script, not a test: `python3 benchmarks/bench_transfer.py [--dir /var/tmp] [--mib 1024] [--runs 2]`.
+Plain script, not a test: `.venv/bin/python benchmarks/bench_transfer.py [--dir /var/tmp] [--mib 1024] [--runs 2]`.
 Everything is measured in this one process run (best of --runs, warm page cache): the closure is 8
 store paths of equal size, half of each pseudo-random (incompressible) and half text (compressible),
 in files of 4 MiB and 4 KiB. Export: `tdx store export` of the closure to a file vs `tar -c DIRS |
