@@ -4,12 +4,16 @@ Fed chunk by chunk (NAR bytes); a hash part split across two chunks is still fou
 trailing run of base-32 characters (at most 31 bytes) is carried over. It never decodes, never
 allocates per byte in Python, and reports only candidates: it cannot invent a reference. Large
 chunks are first sampled every 8th byte (C slicing): a run of 32 base-32 bytes holds 4 samples in
-a row, so only those rare spots are scanned byte by byte.
+a row, so only those rare spots are scanned byte by byte. `ScanBeside` runs the scan of large
+chunks in a worker thread while the caller hashes them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import queue
 import re
+import threading
 from collections.abc import Iterable
 
 from tdxstore.errors import StorePathError
@@ -126,3 +130,51 @@ class RefScanner:
             if not pending:
                 return
             start = marks.find(_RUN_MARK, end)
+
+
+class ScanBeside:
+    """Scans each large chunk in a worker thread while the caller hashes it: one pass, two cores.
+
+    The caller hashes (hashlib releases the GIL while it hashes more than 2 KiB), and that is when
+    the worker, woken by the chunk, holds the GIL to scan; the other way round the worker would wait
+    for the scanning caller's GIL switch interval. A call returns only once the worker is done with
+    its chunk, because the dumper reuses the buffer for the next read. Small chunks stay inline.
+    """
+
+    __slots__ = ("_done", "_h", "_scanner", "_thread", "_todo")
+    MIN = 1 << 16
+
+    def __init__(self, h: hashlib._Hash, scanner: RefScanner) -> None:
+        self._h, self._scanner = h, scanner
+        self._todo: queue.SimpleQueue[ByteChunk | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def _work(self) -> None:
+        while (chunk := self._todo.get()) is not None:
+            try:
+                self._scanner.feed(chunk)
+                self._done.put(None)
+            except BaseException as e:  # handed to the caller's thread
+                self._done.put(e)
+
+    def __call__(self, chunk: ByteChunk) -> None:
+        if len(chunk) < self.MIN or self._scanner.done:
+            self._h.update(chunk)
+            self._scanner.feed(chunk)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="nar-scan", daemon=True)
+            self._thread.start()
+        self._todo.put(chunk)
+        try:
+            self._h.update(chunk)
+        finally:
+            failed = self._done.get()  # the buffer is the dumper's again only after this
+        if failed is not None:
+            raise failed
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._todo.put(None)
+            self._thread.join()

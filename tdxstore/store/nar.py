@@ -21,9 +21,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import queue
 import stat
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from pathlib import Path
 from tdxstore._fs import remove_tree
 from tdxstore.errors import NarError
 from tdxstore.store import base32
-from tdxstore.store._refscan import ByteChunk, RefScanner
+from tdxstore.store._refscan import ByteChunk, RefScanner, ScanBeside
 from tdxstore.store.normalise import CANONICAL_TIME
 
 MAGIC = b"nix-archive-1"
@@ -347,61 +345,13 @@ def hash_path(path: Path, contents: Callable[[ByteChunk], None] | None = None) -
     return NarDigest(h.digest(), size)
 
 
-class _ScanBeside:
-    """Scans each large chunk in a worker thread while the caller hashes it: one pass, two cores.
-
-    The caller hashes (hashlib releases the GIL while it hashes more than 2 KiB), and that is when
-    the worker, woken by the chunk, holds the GIL to scan; the other way round the worker would wait
-    for the scanning caller's GIL switch interval. A call returns only once the worker is done with
-    its chunk, because the dumper reuses the buffer for the next read. Small chunks stay inline.
-    """
-
-    __slots__ = ("_done", "_h", "_scanner", "_thread", "_todo")
-    MIN = 1 << 16
-
-    def __init__(self, h: hashlib._Hash, scanner: RefScanner) -> None:
-        self._h, self._scanner = h, scanner
-        self._todo: queue.SimpleQueue[ByteChunk | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def _work(self) -> None:
-        while (chunk := self._todo.get()) is not None:
-            try:
-                self._scanner.feed(chunk)
-                self._done.put(None)
-            except BaseException as e:  # handed to the caller's thread
-                self._done.put(e)
-
-    def __call__(self, chunk: ByteChunk) -> None:
-        if len(chunk) < self.MIN or self._scanner.done:
-            self._h.update(chunk)
-            self._scanner.feed(chunk)
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="nar-scan", daemon=True)
-            self._thread.start()
-        self._todo.put(chunk)
-        try:
-            self._h.update(chunk)
-        finally:
-            failed = self._done.get()  # the buffer is the dumper's again only after this
-        if failed is not None:
-            raise failed
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._todo.put(None)
-            self._thread.join()
-
-
 def hash_and_scan(path: Path, candidates: Iterable[str]) -> tuple[NarDigest, frozenset[str]]:
     """`hash_path` plus the subset of `candidates` (32-char hash parts) occurring in the NAR bytes."""
     h = hashlib.sha256()
     scanner = RefScanner(candidates)
     if scanner.done:
         return hash_path(path), frozenset()
-    sink = _ScanBeside(h, scanner)
+    sink = ScanBeside(h, scanner)
     try:
         size = _run(path, sink, copy=False)
     finally:
