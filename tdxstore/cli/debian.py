@@ -124,7 +124,6 @@ def resolve_image_set(store: Store, image: Image, wanted: Sequence[str], where: 
     the second alone would not choose); the repository then holds one version of each name.
     """
     from tdxstore.packages.index import archive_of, fetch_suite
-    from tdxstore.packages.lock import PackageSet
     from tdxstore.packages.resolve import resolve
 
     where = where or mirrors()
@@ -132,13 +131,23 @@ def resolve_image_set(store: Store, image: Image, wanted: Sequence[str], where: 
     wanted = tuple(sorted(set(wanted)))
     indexes = [fetch_suite(store, where.url(archive_of(s)), s, arch=ARCH, keyring=trust)
                for s in suites(image.release)]
-    essential = resolve(store, indexes, [], keyring=trust)
-    full = resolve(store, indexes, wanted, keyring=trust)
-    union = {p.name: p for p in essential.packages} | {p.name: p for p in full.packages}
+    packages = _mkosi_closure(store, indexes, trust, wanted)
     bootstrap = resolve(store, indexes, ["busybox-static"], base=(), keyring=trust)
     tools, pinned = resolve_tools_set(store, where, trust)
-    return ImageSet(image.release, wanted, PackageSet(full.arch, full.sources, tuple(union.values())), bootstrap,
-                    tools, pinned)
+    return ImageSet(image.release, wanted, packages, bootstrap, tools, pinned)
+
+
+def _mkosi_closure(store: Store, indexes: Sequence[SuiteIndex], trust: Path, wanted: Sequence[str] = (),
+                   base: Sequence[str] | None = None) -> PackageSet:
+    """What mkosi's two apt runs install: `?essential base-files`, then the request (`wanted` over
+    `base`, by default that same essential set), as the union of both resolutions."""
+    from tdxstore.packages.lock import PackageSet
+    from tdxstore.packages.resolve import BASE_SET, resolve
+
+    essential = resolve(store, indexes, [], keyring=trust)
+    full = resolve(store, indexes, wanted, base=BASE_SET if base is None else base, keyring=trust)
+    union = {p.name: p for p in essential.packages} | {p.name: p for p in full.packages}
+    return PackageSet(full.arch, full.sources, tuple(union.values()))
 
 
 def resolve_tools_set(store: Store, where: Mirrors | None = None,
@@ -151,16 +160,12 @@ def resolve_tools_set(store: Store, where: Mirrors | None = None,
     """
     from tdxstore.mkosi.config import TOOLS_PACKAGES
     from tdxstore.packages.index import archive_of, fetch_suite
-    from tdxstore.packages.lock import PackageSet
-    from tdxstore.packages.resolve import BASE_SET, resolve
+    from tdxstore.packages.resolve import BASE_SET
 
     where = where or mirrors()
     trust = trust or keyring()
     indexes = [fetch_suite(store, where.url(archive_of(s)), s, arch=ARCH, keyring=trust) for s in tools_suites()]
-    essential = resolve(store, indexes, [], keyring=trust)
-    full = resolve(store, indexes, [], base=(*BASE_SET, *TOOLS_PACKAGES), keyring=trust)
-    union = {p.name: p for p in essential.packages} | {p.name: p for p in full.packages}
-    return PackageSet(full.arch, full.sources, tuple(union.values())), pinned_set(store, indexes)
+    return _mkosi_closure(store, indexes, trust, base=(*BASE_SET, *TOOLS_PACKAGES)), pinned_set(store, indexes)
 
 
 def pinned_set(store: Store, indexes: Sequence[SuiteIndex]) -> PackageSet:
@@ -229,6 +234,16 @@ def _read_tools(lock: Lockfile) -> PackageSet | None:
 
 def stale_reason(locked: ImageSet | None, release: str, wanted: Sequence[str]) -> str | None:
     """Why the lock does not pin this request (the first unpinned package first), or None if it does."""
+    reason = _image_stale_reason(locked, release, wanted)
+    if reason is not None or locked is None:
+        return reason
+    if locked.tools is None:
+        return "tdx.lock pins no packages for mkosi's tools tree"
+    return "tdx.lock does not pin mkosi, systemd-stub and OVMF" if locked.pinned is None else None
+
+
+def _image_stale_reason(locked: ImageSet | None, release: str, wanted: Sequence[str]) -> str | None:
+    """`stale_reason` for the image's own set only (the tools tree and the pins left out)."""
     if locked is None:
         return "tdx.lock pins no Debian packages for the image"
     if locked.release != release:
@@ -243,11 +258,7 @@ def stale_reason(locked: ImageSet | None, release: str, wanted: Sequence[str]) -
         state = "not pinned" if unpinned else "not locked as requested"
         return f"package {first!r} is requested by the TDXfile but {state}"
     gone = [r for r in locked.requested if r not in wanted]
-    if gone:
-        return f"package {gone[0]!r} is locked but no longer requested"
-    if locked.tools is None:
-        return "tdx.lock pins no packages for mkosi's tools tree"
-    return "tdx.lock does not pin mkosi, systemd-stub and OVMF" if locked.pinned is None else None
+    return f"package {gone[0]!r} is locked but no longer requested" if gone else None
 
 
 def stale_error(reason: str, lock_path: Path) -> LockfileError:
@@ -289,18 +300,17 @@ def lock_image(store: Store, image: Image, old: Lockfile | None, *,
     before = read_image_set(old) if old is not None else None
     if not update and before is not None and stale_reason(before, image.release, requested(image)) is None:
         return before, before
-    if not update and before is not None and _only_tools_missing(before, image):
+    return before, relock(store, image, None if update else before, requested(image))
+
+
+def relock(store: Store, image: Image, locked: ImageSet | None, wanted: Sequence[str]) -> ImageSet:
+    """A new set for a stale lock: when only the tools tree or the pins are missing, they are added
+    and the image's set is kept; otherwise the image's `wanted` packages are resolved again."""
+    if (locked is not None and (locked.tools is None or locked.pinned is None)
+            and _image_stale_reason(locked, image.release, requested(image)) is None):
         tools, pinned = resolve_tools_set(store)
-        return before, dataclasses.replace(before, tools=tools, pinned=pinned)  # the image's set is kept
-    return before, resolve_image_set(store, image, requested(image))
-
-
-def _only_tools_missing(locked: ImageSet, image: Image) -> bool:
-    """The lock pins the image's request but not (all of) the tools tree and the pinned tools."""
-    if locked.tools is not None and locked.pinned is not None:
-        return False
-    return stale_reason(dataclasses.replace(locked, tools=locked.packages, pinned=locked.packages),
-                        image.release, requested(image)) is None
+        return dataclasses.replace(locked, tools=tools, pinned=pinned)
+    return resolve_image_set(store, image, wanted)
 
 
 def repo_derivation(store: Store, locked: ImageSet, where: Mirrors | None = None, *, fetch: bool = True,
@@ -384,11 +394,7 @@ def build_hook(lock_path: Path, store: Store, *, frozen: bool, fetch: bool = Tru
             if frozen:
                 raise stale_error(reason, lock_path)
             say(f"locking the image's Debian packages: {reason}")
-            if locked is not None and _only_tools_missing(locked, image):
-                tools, pinned = resolve_tools_set(store)
-                locked = dataclasses.replace(locked, tools=tools, pinned=pinned)
-            else:
-                locked = resolve_image_set(store, image, (*requested(image), *wanted))
+            locked = relock(store, image, locked, (*requested(image), *wanted))
             for name, table in locked.tables().items():
                 lock = with_debian_set(lock, name, table)
             if fetch:
