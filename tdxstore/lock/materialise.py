@@ -96,7 +96,7 @@ def wheel_path(store: Store, entry: ModuleEntry, index_url: str | None = None) -
     assert entry.url is not None
     hex_digest = entry.integrity.removeprefix("sha256:")
     name = store_name(wheel_file_name(entry.url))
-    sp = make_fixed_output_path(hex_digest, name, recursive=False)
+    sp = _wheel_store_path(entry)
     if store.is_valid(sp):
         return sp
     with store.temp_dir("lock-wheel") as tmp:
@@ -125,9 +125,21 @@ def _unpack_wheel(wheel: Path, dest: Path) -> None:
         z.extractall(dest)
 
 
+def _wheel_store_path(entry: ModuleEntry) -> StorePath:
+    """Where the entry's wheel is (or will be) in the store: a flat fixed-output path of its SHA-256."""
+    assert entry.url is not None
+    return make_fixed_output_path(entry.integrity.removeprefix("sha256:"), store_name(wheel_file_name(entry.url)),
+                                  recursive=False)
+
+
+def _tree_key(entry: ModuleEntry) -> str:
+    """The key under which the store remembers the entry's unpacked tree (`_cached`/`_remember`)."""
+    return f"{entry.source.value}-{entry.integrity.removeprefix('sha256:')}"
+
+
 def tree_path(store: Store, entry: ModuleEntry, project_dir: Path, index_url: str | None = None) -> StorePath:
     """The NAR-addressed store path holding the entry's importable files (wheel unpacked, or the tree)."""
-    key = f"{entry.source.value}-{entry.integrity.removeprefix('sha256:')}"
+    key = _tree_key(entry)
     name = store_name(f"{entry.name}-{entry.version}")
     if entry.source is ModuleSource.LOCAL:
         assert entry.path is not None
@@ -189,12 +201,10 @@ def import_paths(store: Store, entries: tuple[ModuleEntry, ...], project_dir: Pa
 def _needs_network(store: Store, entry: ModuleEntry) -> bool:
     if entry.source is ModuleSource.LOCAL:
         return False
-    if _cached(store, f"{entry.source.value}-{entry.integrity.removeprefix('sha256:')}") is not None:
+    if _cached(store, _tree_key(entry)) is not None:
         return False
     if entry.source is ModuleSource.PYPI and entry.url is not None:
-        name = store_name(wheel_file_name(entry.url))
-        return not store.is_valid(make_fixed_output_path(entry.integrity.removeprefix("sha256:"), name,
-                                                         recursive=False))
+        return not store.is_valid(_wheel_store_path(entry))
     return True
 
 
