@@ -1,5 +1,6 @@
 """Realisation: make the outputs of derivations valid, building what is missing (L3).
 
+Only what the targets need is built: the walk stops at valid outputs (`plan`).
 Order for one derivation (Nix `LocalStore::addToStore`, applied to builds):
   1. check valid — all outputs already registered: nothing to do;
   2. lock the outputs in sorted order (per-path flock: two processes never build the same path);
@@ -112,11 +113,24 @@ def load_derivation(store: Store, drv_path: StorePath) -> Derivation:
 
 
 def plan(store: Store, targets: Sequence[Derivation]) -> Plan:
+    """Walk down from the targets; a derivation whose outputs are valid needs none of its inputs.
+
+    As in Nix, a missing input below a valid output is not built (or fetched): a store that got the
+    outputs from a bundle or a cache, without what they were built from, realises with nothing to do.
+    """
+    order = closure_of(targets)  # inputs before their users
+    needed = {t.drv_path for t in targets}
     build: list[Derivation] = []
     valid: list[Derivation] = []
-    for d in closure_of(targets):
-        (valid if _outputs_valid(store, d) else build).append(d)
-    return Plan(tuple(build), tuple(valid))
+    for d in reversed(order):  # users before their inputs
+        if d.drv_path not in needed:
+            continue
+        if _outputs_valid(store, d):
+            valid.append(d)
+        else:
+            build.append(d)
+            needed.update(i.drv_path for i in d.input_drvs)
+    return Plan(tuple(reversed(build)), tuple(reversed(valid)))
 
 
 def _outputs_valid(store: Store, drv: Derivation) -> bool:

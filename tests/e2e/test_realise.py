@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tdxstore.errors import BuildError, DerivationError, HashMismatchError
+from tdxstore.store.bundle import export_bundle, import_bundle
 from tdxstore.store.derivation import FixedOutput, derivation
 from tdxstore.store.evaluate import resolve_targets
 from tdxstore.store.path import StorePath
@@ -71,6 +73,27 @@ def test_dry_run_plan(store: Store, root: StorePath) -> None:
     instantiate(store, s3)
     p = plan(store, [s3])
     assert [d.name for d in p.build] == ["stage2", "stage3"] and [d.name for d in p.valid] == ["stage1"]
+
+
+def test_valid_output_needs_none_of_its_inputs(store: Store, root: StorePath, busybox_tree: Path,
+                                                tmp_path: Path) -> None:
+    """A store holding only stage3's output (imported, outputs only) realises stage3 with nothing to do."""
+    s1, s2, s3 = chain(root)
+    realise(store, [s3])
+    bundle = io.BytesIO()
+    export_bundle(store, [s3.out], bundle)
+    other = Store.open(tmp_path / "other")
+    try:
+        assert other.add_path(busybox_tree, "busybox-root") == root  # the TDXfile's own source, added again
+        import_bundle(other, io.BytesIO(bundle.getvalue()))
+        p = plan(other, [s3])
+        assert p.build == () and [d.name for d in p.valid] == ["stage3"]
+        assert realise(other, [s3]).built == []
+        assert not other.is_valid(s1.out) and not other.is_valid(s2.out)
+        other.offline = True  # nothing below a valid output is asked for, not even offline
+        assert realise(other, [s3]).built == []
+    finally:
+        other.close()
 
 
 def test_parallel_independent_builds(store: Store, root: StorePath) -> None:
