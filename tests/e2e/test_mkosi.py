@@ -116,7 +116,8 @@ def test_mkosi_failure_names_log(mkosi_dir: Path, tmp_path: Path) -> None:
                       packages=("tdx-no-such-package-xyz",))
     config = write_config(cfg.rendered(), tmp_path / "config")
     with pytest.raises(ImageError) as e:
-        run_mkosi(mkosi_dir, config, tmp_path / "out", cache_dir=DEFAULT_CACHE_ROOT / "test-tar")
+        run_mkosi(mkosi_dir, config, tmp_path / "out", cache_dir=DEFAULT_CACHE_ROOT / "test-tar",
+                  workspace=tmp_path / "ws")  # not /var/tmp: a failed mkosi leaves its keyring dir there
     assert e.value.code == "package-not-found"
     assert e.value.message.startswith("package 'tdx-no-such-package-xyz' does not exist in the Debian archive")
     assert str(tmp_path / "out/mkosi.log") in (e.value.detail or "")
@@ -128,7 +129,8 @@ def test_mkosi_timeout_stops_it(mkosi_dir: Path, tmp_path: Path) -> None:
                           tmp_path / "config")
     started = time.monotonic()
     with pytest.raises(ImageError) as e:
-        run_mkosi(mkosi_dir, config, tmp_path / "out", cache_dir=tmp_path / "cache", timeout=3)
+        run_mkosi(mkosi_dir, config, tmp_path / "out", cache_dir=tmp_path / "cache", timeout=3,
+                  workspace=tmp_path / "ws")  # a killed mkosi leaves its temporary dirs in the workspace
     assert e.value.code == "mkosi-failed" and "did not finish within 3 s" in e.value.message
     assert time.monotonic() - started < 10
 
