@@ -11,12 +11,11 @@ chunks in a worker thread while the caller hashes them.
 from __future__ import annotations
 
 import hashlib
-import queue
 import re
-import threading
 from collections.abc import Iterable
 
 from tdxstore.errors import StorePathError
+from tdxstore.store._beside import Beside, ByteChunk
 from tdxstore.store.base32 import ALPHABET
 
 HASH_LEN = 32
@@ -32,7 +31,6 @@ _STRIDE = 8  # sample every 8th byte; HASH_LEN consecutive bytes always hold HAS
 _SAMPLE_RUN = b"\1" * (HASH_LEN // _STRIDE)
 _SAMPLED = 1 << 12  # chunks from this size on are sampled first
 _MAX_CHUNK = 1 << 21  # larger chunks are split, so the samples stay cache-sized
-ByteChunk = bytes | bytearray | memoryview
 
 
 class RefScanner:
@@ -137,44 +135,34 @@ class ScanBeside:
 
     The caller hashes (hashlib releases the GIL while it hashes more than 2 KiB), and that is when
     the worker, woken by the chunk, holds the GIL to scan; the other way round the worker would wait
-    for the scanning caller's GIL switch interval. A call returns only once the worker is done with
-    its chunk, because the dumper reuses the buffer for the next read. Small chunks stay inline.
+    for the scanning caller's GIL switch interval. A call returns once the worker is done with the
+    chunk before it, so the scan of one chunk overlaps the read and the hash of the next: the dumper
+    alternates two buffers. Small chunks stay inline, after the worker's. `found` is complete after
+    `finish`; `close` always joins the worker.
     """
 
-    __slots__ = ("_done", "_h", "_scanner", "_thread", "_todo")
+    __slots__ = ("_beside", "_h", "_scanner")
     MIN = 1 << 16
 
     def __init__(self, h: hashlib._Hash, scanner: RefScanner) -> None:
         self._h, self._scanner = h, scanner
-        self._todo: queue.SimpleQueue[ByteChunk | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def _work(self) -> None:
-        while (chunk := self._todo.get()) is not None:
-            try:
-                self._scanner.feed(chunk)
-                self._done.put(None)
-            except BaseException as e:  # handed to the caller's thread
-                self._done.put(e)
+        self._beside = Beside(scanner.feed, "nar-scan")
 
     def __call__(self, chunk: ByteChunk) -> None:
-        if len(chunk) < self.MIN or self._scanner.done:
+        if self._scanner.done:  # every candidate found: nothing left to scan
+            self._h.update(chunk)
+            return
+        if len(chunk) < self.MIN:
+            self._beside.settle(0)
             self._h.update(chunk)
             self._scanner.feed(chunk)
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="nar-scan", daemon=True)
-            self._thread.start()
-        self._todo.put(chunk)
-        try:
-            self._h.update(chunk)
-        finally:
-            failed = self._done.get()  # the buffer is the dumper's again only after this
-        if failed is not None:
-            raise failed
+        self._beside.put(chunk)
+        self._h.update(chunk)
+        self._beside.settle(1)
+
+    def finish(self) -> None:
+        self._beside.settle(0)
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._todo.put(None)
-            self._thread.join()
+        self._beside.close()
