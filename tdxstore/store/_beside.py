@@ -13,19 +13,21 @@ import hashlib
 import queue
 import threading
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 ByteChunk = bytes | bytearray | memoryview
+T = TypeVar("T")
 
 
-class Beside:
-    """Runs `consume(chunk)` in a worker thread, chunk after chunk, in the order they were put."""
+class Beside(Generic[T]):
+    """Runs `consume(item)` in a worker thread, item after item, in the order they were put."""
 
     __slots__ = ("_consume", "_done", "_flight", "_name", "_thread", "_todo")
 
-    def __init__(self, consume: Callable[[ByteChunk], None], name: str) -> None:
+    def __init__(self, consume: Callable[[T], None], name: str) -> None:
         self._consume = consume
         self._name = name
-        self._todo: queue.SimpleQueue[ByteChunk | None] = queue.SimpleQueue()
+        self._todo: queue.SimpleQueue[T | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._flight = 0  # chunks put and not yet acknowledged
@@ -43,7 +45,7 @@ class Beside:
                 failed = True
                 self._done.put(e)
 
-    def put(self, chunk: ByteChunk) -> None:
+    def put(self, chunk: T) -> None:
         """Queue `chunk`; the caller must not change it until `settle(0)`, or `settle` after the next put."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
@@ -79,7 +81,7 @@ class HashBeside:
 
     def __init__(self, h: hashlib._Hash) -> None:
         self._h = h
-        self._beside = Beside(h.update, "nar-hash")
+        self._beside: Beside[ByteChunk] = Beside(h.update, "nar-hash")
 
     def __call__(self, chunk: ByteChunk) -> None:
         if len(chunk) < self.MIN:

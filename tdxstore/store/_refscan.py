@@ -146,7 +146,7 @@ class ScanBeside:
 
     def __init__(self, h: hashlib._Hash, scanner: RefScanner) -> None:
         self._h, self._scanner = h, scanner
-        self._beside = Beside(scanner.feed, "nar-scan")
+        self._beside: Beside[ByteChunk] = Beside(scanner.feed, "nar-scan")
 
     def __call__(self, chunk: ByteChunk) -> None:
         if self._scanner.done:  # every candidate found: nothing left to scan

@@ -103,3 +103,30 @@ def test_copy_and_hash_of_a_large_file_joins_its_worker_after_a_failure(tmp_path
     digest = nar.copy_and_hash(tmp_path / "src", tmp_path / "dest")
     assert digest == nar.hash_path(tmp_path / "src") == nar.hash_path(tmp_path / "dest")
     assert not _workers()
+
+
+def test_the_download_tee_hashes_the_nar_beside_and_starts_over_on_a_retry(tmp_path: Path) -> None:
+    from tdxstore.store.builtins import _NarOfDownload
+
+    data = os.urandom(3 * nar.CHUNK + 11)
+    (tmp_path / "f").write_bytes(data)
+    tee = _NarOfDownload()
+    try:
+        tee.start(len(data))
+        tee.update(data[:nar.CHUNK])  # a first attempt, cut short
+        tee.start(len(data))  # the retry starts over
+        for i in range(0, len(data), 65536):
+            tee.update(data[i:i + 65536])
+        assert tee.finish() == nar.hash_path(tmp_path / "f")
+        tee.start(None)  # no announced length: no NAR digest, no worker
+        tee.update(b"x")
+        assert tee.finish() is None
+        assert not _workers()
+        tee.start(5)
+        tee.update(b"abc")
+        with pytest.raises(NarError) as e:
+            tee.finish()  # fewer bytes than announced
+        assert e.value.code == "source-changed"
+    finally:
+        tee.close()
+    assert not _workers()
