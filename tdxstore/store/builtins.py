@@ -19,7 +19,7 @@ from tdxstore.debian.deb import unpack
 from tdxstore.debian.pins import FIRMWARE_FILE, FIRMWARE_LABEL, MKOSI_PYTHON_DIR
 from tdxstore.errors import BuildError
 from tdxstore.fetch.download import url_file_name
-from tdxstore.store._beside import Beside, ByteChunk
+from tdxstore.store._refscan import Beside, ByteChunk
 from tdxstore.store.derivation import Derivation, FixedOutput, derivation
 from tdxstore.store.nar import FlatNar, NarDigest, hash_path
 from tdxstore.store.normalise import normalise_tree

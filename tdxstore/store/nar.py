@@ -29,8 +29,7 @@ from pathlib import Path
 from tdxstore._fs import remove_tree
 from tdxstore.errors import NarError
 from tdxstore.store import base32
-from tdxstore.store._beside import ByteChunk, HashBeside
-from tdxstore.store._refscan import RefScanner, ScanBeside
+from tdxstore.store._refscan import ByteChunk, HashBeside, RefScanner, ScanBeside
 from tdxstore.store.normalise import CANONICAL_TIME
 
 MAGIC = b"nix-archive-1"

@@ -15,8 +15,7 @@ import pytest
 
 from tdxstore.errors import NarError
 from tdxstore.store import nar
-from tdxstore.store._beside import Beside, HashBeside
-from tdxstore.store._refscan import RefScanner, ScanBeside
+from tdxstore.store._refscan import Beside, HashBeside, RefScanner, ScanBeside
 
 
 def _workers() -> list[str]:
