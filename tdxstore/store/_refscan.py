@@ -1,11 +1,11 @@
-"""Reference scanning: which candidate store-path hash parts occur in a byte stream (L2, private).
+"""Reference scanning, and the worker thread that hashes or scans beside the NAR dumper (L2, private).
 
-Fed chunk by chunk (NAR bytes); a hash part split across two chunks is still found because the
-trailing run of base-32 characters (at most 31 bytes) is carried over. It never decodes, never
-allocates per byte in Python, and reports only candidates: it cannot invent a reference. Large
-chunks are first sampled every 8th byte (C slicing): a run of 32 base-32 bytes holds 4 samples in
-a row, so only those rare spots are scanned byte by byte. `ScanBeside` runs the scan of large
-chunks in a worker thread while the caller hashes them.
+`RefScanner` finds candidate hash parts in NAR chunks, also across chunk boundaries (the trailing
+base-32 run is carried over); it never decodes or allocates per byte in Python and reports only
+candidates. Large chunks are sampled every 8th byte first: only runs of 4 base-32 samples are
+scanned byte by byte. `Beside` consumes chunks in order in one worker while the caller writes one
+and reads the next (hashlib, os.read/os.write release the GIL): at most two in flight, its errors
+raised in the caller's thread, and `close` always joins it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import hashlib
 import queue
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 from tdxstore.errors import StorePathError
 from tdxstore.store.base32 import ALPHABET
@@ -33,6 +34,7 @@ _SAMPLE_RUN = b"\1" * (HASH_LEN // _STRIDE)
 _SAMPLED = 1 << 12  # chunks from this size on are sampled first
 _MAX_CHUNK = 1 << 21  # larger chunks are split, so the samples stay cache-sized
 ByteChunk = bytes | bytearray | memoryview
+T = TypeVar("T")
 
 
 class RefScanner:
@@ -132,49 +134,118 @@ class RefScanner:
             start = marks.find(_RUN_MARK, end)
 
 
+class Beside(Generic[T]):
+    """Runs `consume(item)` in a worker thread, item after item, in the order they were put."""
+
+    __slots__ = ("_consume", "_done", "_flight", "_name", "_thread", "_todo")
+
+    def __init__(self, consume: Callable[[T], None], name: str) -> None:
+        self._consume = consume
+        self._name = name
+        self._todo: queue.SimpleQueue[T | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._flight = 0  # chunks put and not yet acknowledged
+
+    def _work(self) -> None:
+        failed = False
+        while (chunk := self._todo.get()) is not None:
+            if failed:  # the caller raises the first error; later chunks are only acknowledged
+                self._done.put(None)
+                continue
+            try:
+                self._consume(chunk)
+                self._done.put(None)
+            except BaseException as e:  # handed to the caller's thread
+                failed = True
+                self._done.put(e)
+
+    def put(self, chunk: T) -> None:
+        """Queue `chunk`; the caller must not change it until `settle(0)`, or `settle` after the next put."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+            self._thread.start()
+        self._todo.put(chunk)
+        self._flight += 1
+
+    def settle(self, keep: int = 1) -> None:
+        """Wait until at most `keep` chunks are in flight; raise a consumer's error."""
+        while self._flight > keep:
+            failed = self._done.get()
+            self._flight -= 1
+            if failed is not None:
+                raise failed
+
+    def close(self) -> None:
+        """Stop and join the worker (after an error too); chunks still in flight are dropped."""
+        if self._thread is not None:
+            self._todo.put(None)
+            self._thread.join()
+            self._thread = None
+            while not self._done.empty():
+                self._done.get()
+            self._flight = 0
+
+
+class HashBeside:
+    """A sink that hashes in the worker: `h` is complete after `finish`, and only then."""
+
+    __slots__ = ("_beside", "_h")
+
+    MIN = 1 << 14  # smaller chunks cost more to hand over than to hash inline
+
+    def __init__(self, h: hashlib._Hash) -> None:
+        self._h = h
+        self._beside: Beside[ByteChunk] = Beside(h.update, "nar-hash")
+
+    def __call__(self, chunk: ByteChunk) -> None:
+        if len(chunk) < self.MIN:
+            self._beside.settle(0)  # in order: the worker's chunks come first
+            self._h.update(chunk)
+            return
+        self._beside.put(chunk)
+        self._beside.settle(1)
+
+    def finish(self) -> None:
+        self._beside.settle(0)
+
+    def close(self) -> None:
+        self._beside.close()
+
+
 class ScanBeside:
     """Scans each large chunk in a worker thread while the caller hashes it: one pass, two cores.
 
     The caller hashes (hashlib releases the GIL while it hashes more than 2 KiB), and that is when
     the worker, woken by the chunk, holds the GIL to scan; the other way round the worker would wait
-    for the scanning caller's GIL switch interval. A call returns only once the worker is done with
-    its chunk, because the dumper reuses the buffer for the next read. Small chunks stay inline.
+    for the scanning caller's GIL switch interval. A call returns once the worker is done with the
+    chunk before it, so the scan of one chunk overlaps the read and the hash of the next: the dumper
+    alternates two buffers. Small chunks stay inline, after the worker's. `found` is complete after
+    `finish`; `close` always joins the worker.
     """
 
-    __slots__ = ("_done", "_h", "_scanner", "_thread", "_todo")
+    __slots__ = ("_beside", "_h", "_scanner")
     MIN = 1 << 16
 
     def __init__(self, h: hashlib._Hash, scanner: RefScanner) -> None:
         self._h, self._scanner = h, scanner
-        self._todo: queue.SimpleQueue[ByteChunk | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def _work(self) -> None:
-        while (chunk := self._todo.get()) is not None:
-            try:
-                self._scanner.feed(chunk)
-                self._done.put(None)
-            except BaseException as e:  # handed to the caller's thread
-                self._done.put(e)
+        self._beside: Beside[ByteChunk] = Beside(scanner.feed, "nar-scan")
 
     def __call__(self, chunk: ByteChunk) -> None:
-        if len(chunk) < self.MIN or self._scanner.done:
+        if self._scanner.done:  # every candidate found: nothing left to scan
+            self._h.update(chunk)
+            return
+        if len(chunk) < self.MIN:
+            self._beside.settle(0)
             self._h.update(chunk)
             self._scanner.feed(chunk)
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="nar-scan", daemon=True)
-            self._thread.start()
-        self._todo.put(chunk)
-        try:
-            self._h.update(chunk)
-        finally:
-            failed = self._done.get()  # the buffer is the dumper's again only after this
-        if failed is not None:
-            raise failed
+        self._beside.put(chunk)
+        self._h.update(chunk)
+        self._beside.settle(1)
+
+    def finish(self) -> None:
+        self._beside.settle(0)
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._todo.put(None)
-            self._thread.join()
+        self._beside.close()

@@ -19,6 +19,7 @@ from tdxstore.debian.deb import unpack
 from tdxstore.debian.pins import FIRMWARE_FILE, FIRMWARE_LABEL, MKOSI_PYTHON_DIR
 from tdxstore.errors import BuildError
 from tdxstore.fetch.download import url_file_name
+from tdxstore.store._refscan import Beside, ByteChunk
 from tdxstore.store.derivation import Derivation, FixedOutput, derivation
 from tdxstore.store.nar import FlatNar, NarDigest, hash_path
 from tdxstore.store.normalise import normalise_tree
@@ -46,19 +47,40 @@ class Hashed:
 
 
 class _NarOfDownload:
-    """Download tee: the NAR digest of the single file being downloaded, when its length is known."""
+    """Download tee: the NAR digest of the single file being downloaded, when its length is known.
 
-    __slots__ = ("flat",)
+    The NAR hash runs in a worker while the download thread writes and hashes the flat digest (both
+    release the GIL), at most two chunks behind (the download's chunks are fresh, never refilled).
+    `finish` returns the digest; `close` always joins the worker.
+    """
+
+    __slots__ = ("_beside", "flat")
 
     def __init__(self) -> None:
         self.flat: FlatNar | None = None
+        self._beside: Beside[ByteChunk] | None = None
 
     def start(self, total: int | None) -> None:
+        self.close()  # a retried attempt starts over
         self.flat = FlatNar(total) if total is not None else None
+        if self.flat is not None:
+            self._beside = Beside(self.flat.update, "nar-hash")
 
     def update(self, chunk: bytes) -> None:
-        if self.flat is not None:
-            self.flat.update(chunk)
+        if self._beside is not None:
+            self._beside.put(chunk)
+            self._beside.settle(2)
+
+    def finish(self) -> NarDigest | None:
+        if self.flat is None or self._beside is None:
+            return None
+        self._beside.settle(0)
+        return self.flat.finish()
+
+    def close(self) -> None:
+        if self._beside is not None:
+            self._beside.close()
+            self._beside = None
 
 
 #: (store, derivation, output path to create, log stream, options) -> what it hashed on the way, if anything
@@ -93,15 +115,18 @@ def _fetchurl(store: Store, drv: Derivation, out: Path, log: IO[bytes], options:
     log.write(f"{drv.builder} {env['url']}\n".encode())
     expected = None if drv.fixed.recursive else drv.fixed.sha256
     tee = _NarOfDownload()
-    got = download(env["url"], out, expected_sha256=expected, progress=options.download_progress,
-                   timeout=options.fetch_timeout or DEFAULT_TIMEOUT,
-                   retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries,
-                   limits=_limits(options), tee=tee)
+    try:
+        got = download(env["url"], out, expected_sha256=expected, progress=options.download_progress,
+                       timeout=options.fetch_timeout or DEFAULT_TIMEOUT,
+                       retries=DEFAULT_RETRIES if options.fetch_retries is None else options.fetch_retries,
+                       limits=_limits(options), tee=tee)
+        nar = tee.finish()
+    finally:
+        tee.close()
     log.write(f"downloaded sha256:{got}\n".encode())
     normalise_tree(out)  # metadata only: 0444, mtime 1 (a download is never executable)
-    if tee.flat is None:  # no announced length: realise hashes the file once itself
+    if nar is None:  # no announced length: realise hashes the file once itself
         return None
-    nar = tee.flat.finish()
     return Hashed(nar.hex if drv.fixed.recursive else got, nar)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from tdxstore._fs import remove_tree
 from tdxstore.errors import NarError
 from tdxstore.store import base32
-from tdxstore.store._refscan import ByteChunk, RefScanner, ScanBeside
+from tdxstore.store._refscan import ByteChunk, HashBeside, RefScanner, ScanBeside
 from tdxstore.store.normalise import CANONICAL_TIME
 
 MAGIC = b"nix-archive-1"
@@ -262,9 +262,14 @@ class _Dumper:
                     self._contents(data)
                 left -= len(data)
         else:
-            chunk = bytearray(CHUNK)
-            view = memoryview(chunk)
+            # Two buffers in turn: the sink may still hash or scan one while the next is read into
+            # the other (it returns only once it is done with the chunk before the current one).
+            bufs = (bytearray(CHUNK), bytearray(CHUNK))
+            views = (memoryview(bufs[0]), memoryview(bufs[1]))
+            turn = 0
             while left:
+                chunk, view = bufs[turn], views[turn]
+                turn ^= 1
                 got = os.readv(fd, [view[: min(left, CHUNK)]])
                 if not got:
                     raise _changed(path, size)
@@ -354,6 +359,7 @@ def hash_and_scan(path: Path, candidates: Iterable[str]) -> tuple[NarDigest, fro
     sink = ScanBeside(h, scanner)
     try:
         size = _run(path, sink, copy=False)
+        sink.finish()
     finally:
         sink.close()
     return NarDigest(h.digest(), size), frozenset(scanner.found)
@@ -371,15 +377,19 @@ def copy_and_hash(src: Path, dest: Path, contents: Callable[[ByteChunk], None] |
     """
     h = hashlib.sha256()
     source = os.fsencode(path := Path(src))
-    dumper = _Dumper(h.update, copy=False, mirror=(len(source), os.fsencode(dest)), contents=contents)
+    sink = HashBeside(h)  # hashes in a worker while this thread writes the chunk and reads the next
+    dumper = _Dumper(sink, copy=False, mirror=(len(source), os.fsencode(dest)), contents=contents)
     try:
         dumper.root(source)
+        sink.finish()
     except RecursionError as e:
         remove_tree(dest)
         raise NarError(f"{str(path)!r} is nested too deeply to archive", code="nar-too-deep") from e
     except BaseException:
         remove_tree(dest)
         raise
+    finally:
+        sink.close()  # no worker outlives the call, whatever happened
     return NarDigest(h.digest(), dumper.size)
 
 
