@@ -8,7 +8,7 @@ Decompressed, a bundle is (docs/store.md has the full description):
               "deriver"?: base name, "ca"?: str, "signatures"?: [str]}
 
 Records come in dependency order (references first), one NAR per record, exactly `narSize` bytes.
-Export and import stream: memory holds the header and one chunk. Import stages and checks every NAR
+Export and import stream: memory holds the header and a few chunks. Import stages and checks every NAR
 before it registers any path, so a corrupt, truncated or lying bundle leaves the store as it was.
 """
 

@@ -1,9 +1,10 @@
 """Moving store paths between stores: the metadata a path travels with, and its safe arrival (L3).
 
 Bundles (`bundle.py`) and binary caches (`cache.py`) both carry a `PathRecord` per path and its NAR.
-Arrival never trusts the sender: a NAR is restored under `tmp/` (created canonical) from a source that
-hashes it and stops at the declared size, checked against the declared hash before anything is registered; a
-content-addressed path must hash to its own name; references must be valid or arrive first.
+Arrival never trusts the sender: a NAR is restored under `tmp/` (created canonical) from a source
+that hashes it and stops at the declared size, checked against the declared hash before anything is
+registered; a content-addressed path must hash to its own name; references must be valid or arrive
+first.
 """
 
 from __future__ import annotations
