@@ -15,8 +15,26 @@ from pathlib import Path
 
 from tdxstore._fs import remove_tree
 from tdxstore.errors import NarError
-from tdxstore.store.nar import _CREATE_CANONICAL, _TIMES_NS, _WRITE_FLAGS, CHUNK, MAGIC
+from tdxstore.store.normalise import CANONICAL_TIME
 
+# As in nar.py, which imports this module for `nar.restore` (so this one does not import it back).
+MAGIC = b"nix-archive-1"
+CHUNK = 1 << 20
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TIMES_NS = (CANONICAL_TIME * 1_000_000_000,) * 2
+
+
+def _umask_keeps_canonical_modes() -> bool:
+    """Whether a file created 0444/0555 gets that mode (the umask from /proc: os.umask would set it)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            line = next(x for x in f if x.startswith(b"Umask:"))
+        return not int(line.split()[1], 8) & 0o555
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+
+
+_CREATE_CANONICAL = _umask_keeps_canonical_modes()  # else: create 0700, then fchmod
 MAX_DEPTH = 256
 _MAX_TAG = 16  # longest tag is "executable"/"directory"
 _MAX_NAME = 255  # NAME_MAX

@@ -104,3 +104,11 @@ def test_fast_path_refusals_name_the_entry(tmp_path: Path) -> None:
     with pytest.raises(NarError, match="'executable' must be followed"):
         restore_from(_chunks(exec_value, 1 << 20), tmp_path / "out")
     assert os.listdir(tmp_path) == []
+
+
+def test_the_parser_s_copies_of_the_format_constants_match_nar() -> None:
+    from tdxstore.store import narparser
+
+    assert (narparser.MAGIC, narparser.CHUNK, narparser._WRITE_FLAGS, narparser._TIMES_NS) == (
+        nar.MAGIC, nar.CHUNK, nar._WRITE_FLAGS, nar._TIMES_NS)
+    assert narparser._CREATE_CANONICAL == nar._CREATE_CANONICAL
