@@ -8,12 +8,13 @@ Decompressed, a bundle is (docs/store.md has the full description):
               "deriver"?: base name, "ca"?: str, "signatures"?: [str]}
 
 Records come in dependency order (references first), one NAR per record, exactly `narSize` bytes.
-Export and import stream: memory holds the header and one chunk. Import stages and checks every NAR
+Export and import stream: memory holds the header and a few chunks. Import stages and checks every NAR
 before it registers any path, so a corrupt, truncated or lying bundle leaves the store as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from tdxstore.store.path import STORE_DIR, StorePath
 from tdxstore.store.realise import closure_of, instantiate, load_derivation
 from tdxstore.store.signing import PublicKey, require_signatures
 from tdxstore.store.store import Store
-from tdxstore.store.transfer import PathRecord, check_arrival_order, dependency_order, record_of, register, stage
+from tdxstore.store.transfer import PathRecord, arrive, check_arrival_order, dependency_order, record_of, register
 
 VERSION = 1
 MAGIC = b"tdx-store-bundle"
@@ -281,6 +282,8 @@ def import_bundle(store: Store, raw: BinaryIO, *, trusted: Sequence[PublicKey] |
     """Check, stage and register every path of a bundle; with `trusted`, every new path must be signed.
 
     Nothing is registered until the whole stream has been read and every NAR matched its record.
+    The stream is decompressed and each NAR hashed on a thread of its own (`_Inflater`), ahead of the
+    parser that creates its files here.
     """
     src = _Source(raw)
     records = read_header(src)
@@ -290,36 +293,164 @@ def import_bundle(store: Store, raw: BinaryIO, *, trusted: Sequence[PublicKey] |
         require_signatures(new, trusted, "the bundle")
     total = sum(r.nar_size for r in records)
     notify = progress or (lambda _b, _t, _p, _n: None)
-    done = 0
-
-    def count(n: int) -> None:
-        nonlocal done
-        done += n
-
-    with store.gc_guard(), store.temp_dir("import") as tmp:
+    wanted = {r.path for r in new}
+    with store.gc_guard(), store.temp_dir("import") as tmp, _Inflater(src, records, wanted) as inflater:
         staged = []
         for i, r in enumerate(records):
-            notify(done, total, i, len(records))
-            if store.is_valid(r.path):
-                _skip(src, r.nar_size, count)
-                continue
-            dest = tmp / f"{i}"
-            staged.append((r, dest, stage(r, lambda n: src.take(n), dest, count)))
-        if src.exact(len(END), "the end marker") != END or src.take(1):
-            raise _bad("the stream does not end with the end marker after the last NAR")
+            notify(inflater.done, total, i, len(records))
+            if r.path in wanted:
+                dest = tmp / f"{i}"
+                staged.append((r, dest, arrive(r, inflater.nar(), dest)))
+            else:
+                inflater.skipped()
+        inflater.finish()
         added = [r.path for r, dest, digest in staged if register(store, r, dest, digest)]
-    notify(done, total, len(records), len(records))
+    notify(total, total, len(records), len(records))
     return Summary(len(records), total, tuple(added), len(records) - len(added))
 
 
-def _skip(src: _Source, size: int, count: Callable[[int], None]) -> None:
-    left = size
-    while left:
-        data = src.take(min(left, 1 << 20))
-        if not data:
-            raise _bad("the stream ends inside a NAR", code="bundle-truncated")
-        left -= len(data)
-        count(len(data))
+@dataclass(frozen=True, slots=True)
+class _End:
+    """After the chunks of a NAR: its SHA-256 (None for a path that is skipped, not hashed)."""
+
+    hexdigest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: BaseException
+
+
+_DONE = _End(None)
+
+
+class _Inflater:
+    """Decompresses the NARs after the header and hashes each wanted one, on a thread of its own.
+
+    zstd and hashlib drop the GIL on large buffers, so this runs beside the parser. The thread hands
+    over chunks of at most CHUNK bytes, each within one NAR, through a bounded queue (memory stays at
+    a few chunks whatever the stream expands to); an error is queued in its place in the stream and
+    raised by the reader. Leaving the context stops the thread and joins it, whatever happened.
+    """
+
+    CHUNK = 4 << 20
+    DEPTH = 8
+
+    def __init__(self, src: _Source, records: Sequence[PathRecord], wanted: set[StorePath]) -> None:
+        import queue
+        import threading
+
+        self._src = src
+        self._todo = [(r.nar_size, r.path in wanted) for r in records]
+        self._queue: queue.Queue[bytes | _End | _Failed] = queue.Queue(maxsize=self.DEPTH)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="import-inflate", daemon=True)
+        self.taken = 0  # bytes of wanted NARs handed to the reader
+        self._dropped = 0  # bytes of skipped NARs (counted by the thread)
+
+    @property
+    def done(self) -> int:
+        """Decompressed NAR bytes so far, for progress."""
+        return self.taken + self._dropped
+
+    def __enter__(self) -> _Inflater:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import queue
+
+        self._stop.set()
+        while self._thread.is_alive():  # it may be waiting for room in the queue: make some
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+        self._thread.join()
+
+    # -- the thread ------------------------------------------------------------------------------
+
+    def _put(self, item: bytes | _End | _Failed) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        import hashlib
+
+        try:
+            for size, wanted in self._todo:
+                h = hashlib.sha256() if wanted else None
+                left = size
+                while left:
+                    data = self._src.take(min(left, self.CHUNK))
+                    if not data:
+                        raise _bad("the stream ends inside a NAR", code="bundle-truncated")
+                    left -= len(data)
+                    if h is None:
+                        self._dropped += len(data)
+                        continue
+                    h.update(data)
+                    if not self._put(data):
+                        return
+                if not self._put(_End(h.hexdigest() if h is not None else None)):
+                    return
+            if self._src.exact(len(END), "the end marker") != END or self._src.take(1):
+                raise _bad("the stream does not end with the end marker after the last NAR")
+            self._put(_DONE)
+        except BaseException as e:  # handed to the reader, which raises it in its own thread
+            self._put(_Failed(e))
+
+    # -- the reader ------------------------------------------------------------------------------
+
+    def _get(self) -> bytes | _End:
+        item = self._queue.get()
+        if isinstance(item, _Failed):
+            raise item.error
+        return item
+
+    def nar(self) -> _QueuedNar:
+        """The next NAR, which must be a wanted one."""
+        return _QueuedNar(self)
+
+    def skipped(self) -> None:
+        """Pass over the next NAR, which is not wanted (the thread has decompressed and dropped it)."""
+        self._get()
+
+    def finish(self) -> None:
+        """Wait for the thread's check of the end marker and the end of the stream."""
+        self._get()
+
+
+class _QueuedNar:
+    """A `transfer.NarSource` over the inflater's queue: one NAR's chunks, then its hash."""
+
+    __slots__ = ("_digest", "_inflater")
+
+    def __init__(self, inflater: _Inflater) -> None:
+        self._inflater = inflater
+        self._digest: str | None = None
+
+    def more(self, n: int) -> bytes:
+        if self._digest is not None:
+            return b""
+        item = self._inflater._get()
+        if isinstance(item, _End):
+            self._digest = item.hexdigest or ""
+            return b""
+        self._inflater.taken += len(item)
+        return item
+
+    def exhausted(self) -> bool:
+        return self._digest is not None
+
+    def hexdigest(self) -> str:
+        assert self._digest is not None
+        return self._digest
 
 
 def open_output(path: Path) -> BinaryIO:

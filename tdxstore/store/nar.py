@@ -424,146 +424,15 @@ class FlatNar:
         return NarDigest(self._nar.digest(), self._head + self._size + (-self._size % 8) + len(_CLOSE))
 
 
-# --- restore: a strict parser for untrusted streams ----------------------------------------------
+# --- restore: the strict parser for untrusted streams lives in narparser.py -----------------------
 
-MAX_DEPTH = 256
-_MAX_TAG = 16  # longest tag is "executable"/"directory"
-_MAX_NAME = 255  # NAME_MAX
-_MAX_TARGET = 4095  # PATH_MAX - 1
-
-
-def _malformed(what: str) -> NarError:
-    return NarError(f"malformed NAR: {what}", hint="The archive is corrupt or hostile; fetch it again.",
-                    code="nar-malformed")
-
-
-class _Parser:
-    """Reads NAR tokens from `read(n)` (which may return short reads) and rebuilds the tree."""
-
-    __slots__ = ("_read",)
-
-    def __init__(self, read: Callable[[int], bytes]) -> None:
-        self._read = read
-
-    def exact(self, n: int) -> bytes:
-        data = self._read(n)
-        if len(data) == n:
-            return data
-        parts = [data]
-        got = len(data)
-        while got < n:
-            more = self._read(n - got)
-            if not more:
-                raise _malformed(f"truncated stream (wanted {n} bytes, got {got})")
-            parts.append(more)
-            got += len(more)
-        return b"".join(parts)
-
-    def number(self) -> int:
-        return int.from_bytes(self.exact(8), "little")
-
-    def padding(self, n: int) -> None:
-        if -n % 8 and self.exact(-n % 8).strip(b"\0"):
-            raise _malformed("non-zero padding")
-
-    def string(self, limit: int, what: str) -> bytes:
-        n = self.number()
-        if n > limit:
-            raise _malformed(f"{what} of {n} bytes exceeds the limit of {limit}")
-        data = self.exact(n)
-        self.padding(n)
-        return data
-
-    def expect(self, tag: bytes) -> None:
-        got = self.string(_MAX_TAG, "tag")
-        if got != tag:
-            raise _malformed(f"expected {tag.decode()!r}, found {got!r}")
-
-    def node(self, dest: bytes, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            raise _malformed(f"directory nesting deeper than {MAX_DEPTH}")
-        self.expect(b"(")
-        self.expect(b"type")
-        kind = self.string(_MAX_TAG, "tag")
-        if kind == b"regular":
-            self.regular(dest)
-        elif kind == b"symlink":
-            self.expect(b"target")
-            target = self.string(_MAX_TARGET, "symlink target")
-            if not target or b"\0" in target:
-                raise _malformed(f"invalid symlink target {target!r}")
-            os.symlink(target, dest)
-            self.expect(b")")
-        elif kind == b"directory":
-            self.directory(dest, depth)
-        else:
-            raise _malformed(f"unknown node type {kind!r}")
-
-    def regular(self, dest: bytes) -> None:
-        tag = self.string(_MAX_TAG, "tag")
-        executable = tag == b"executable"
-        if executable:
-            if self.string(_MAX_TAG, "tag"):
-                raise _malformed("'executable' must be followed by an empty string")
-            tag = self.string(_MAX_TAG, "tag")
-        if tag != b"contents":
-            raise _malformed(f"expected 'contents', found {tag!r}")
-        size = self.number()
-        fd = os.open(dest, _WRITE_FLAGS, 0o755 if executable else 0o644)
-        try:
-            left = size
-            while left:
-                data = self._read(min(left, CHUNK))
-                if not data:
-                    raise _malformed(f"truncated file contents ({size - left} of {size} bytes)")
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                left -= len(data)
-        finally:
-            os.close(fd)
-        self.padding(size)
-        self.expect(b")")
-
-    def directory(self, dest: bytes, depth: int) -> None:
-        os.mkdir(dest, 0o755)
-        previous: bytes | None = None
-        while True:
-            tag = self.string(_MAX_TAG, "tag")
-            if tag == b")":
-                return
-            if tag != b"entry":
-                raise _malformed(f"expected 'entry' or ')', found {tag!r}")
-            self.expect(b"(")
-            self.expect(b"name")
-            name = self.string(_MAX_NAME, "name")
-            if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
-                raise _malformed(f"invalid entry name {name!r}")
-            if previous is not None and name <= previous:
-                raise _malformed(f"entry {name!r} is not sorted after {previous!r} (or is a duplicate)")
-            previous = name
-            self.expect(b"node")
-            self.node(dest + b"/" + name, depth + 1)
-            self.expect(b")")
-
-
-def restore(read: Callable[[int], bytes], dest: Path) -> None:
+def restore(read: Callable[[int], bytes], dest: Path, *, canonical: bool = False) -> None:
     """Rebuild the tree of one NAR read from `read` at `dest`, which must not exist.
 
     Reads exactly the NAR and nothing after it. On any error the partial tree is removed.
-    Files get 0644/0755, directories 0755; the store normalises them afterwards.
+    Files get 0644/0755, directories 0755, unless `canonical`: then the tree is created as
+    `normalise_tree` leaves it (0444/0555, directories 0555, times 1).
     """
-    if os.path.lexists(dest):
-        raise NarError(f"cannot restore a NAR to {str(dest)!r}: it already exists",
-                       hint="Restore into a fresh path.", code="nar-malformed")
-    parser = _Parser(read)
-    try:
-        if parser.string(_MAX_TAG, "magic") != MAGIC:
-            raise _malformed("bad magic (not a Nix archive)")
-        parser.node(os.fsencode(dest), 0)
-    except BaseException as e:
-        remove_tree(dest)
-        if isinstance(e, OSError):
-            raise NarError(f"cannot restore NAR to {str(dest)!r}: {e.strerror or e}",
-                           hint="Check that the destination is writable.", code="nar-restore-failed") from e
-        raise
+    from tdxstore.store.narparser import restore_from
+
+    restore_from(read, dest, canonical=canonical)

@@ -1,26 +1,26 @@
 """Moving store paths between stores: the metadata a path travels with, and its safe arrival (L3).
 
 Bundles (`bundle.py`) and binary caches (`cache.py`) both carry a `PathRecord` per path and its NAR.
-Arrival never trusts the sender: a NAR is restored under `tmp/` through a reader that hashes it and
-stops at the declared size, checked against the declared hash before anything is registered; a
-content-addressed path must hash to its own name; references must be valid or arrive first.
+Arrival never trusts the sender: a NAR is restored under `tmp/` (created canonical) from a source
+that hashes it and stops at the declared size, checked against the declared hash before anything is
+registered; a content-addressed path must hash to its own name; references must be valid or arrive
+first.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from tdxstore._fs import remove_tree
 from tdxstore.errors import NarError, StorePathError, TransferError
 from tdxstore.store import base32
-from tdxstore.store.nar import NarDigest, restore
-from tdxstore.store.normalise import normalise_tree
+from tdxstore.store.nar import NarDigest
+from tdxstore.store.narparser import restore_from
 from tdxstore.store.path import StorePath, make_fixed_output_path, make_text_path
 from tdxstore.store.store import Store
 
@@ -124,50 +124,47 @@ def check_arrival_order(store: Store, records: Sequence[PathRecord]) -> None:
                                  "bundle that holds those paths first")
 
 
-class _Hashing(io.RawIOBase):
-    """Exactly `size` bytes from `read`, hashed as they arrive; EOF of the source is a truncation.
+class NarSource(Protocol):
+    """One NAR of a stream: its bytes in chunks, and its SHA-256 once they have all been handed out."""
 
-    The NAR parser asks for many tiny tokens (four or five per file). It reads them from `reader`, a
-    C `io.BufferedReader` of BLOCK bytes over this raw stream, so a token costs no Python call of
-    ours: the source is read, hashed and counted once per block, never beyond `size`.
-    """
+    def more(self, n: int) -> bytes:
+        """The next chunk (b"" after the last one); `n` is what the parser lacks, a hint."""
+        ...
+
+    def exhausted(self) -> bool:
+        """Whether every byte of the declared size has been handed out."""
+        ...
+
+    def hexdigest(self) -> str:
+        ...
+
+
+class _Hashing:
+    """Exactly `size` bytes from `read`, hashed as they arrive, in chunks of at most BLOCK; EOF of the
+    source is a truncation."""
 
     BLOCK = 1 << 20
 
     def __init__(self, read: Callable[[int], bytes], size: int, on_bytes: Callable[[int], None]) -> None:
-        super().__init__()
         self._read = read
         self._h = hashlib.sha256()
-        self.left = size  # bytes not yet read from the source
-        self.delivered = 0  # bytes handed to the buffer
-        self.on_bytes = on_bytes
-        self.reader = io.BufferedReader(self, self.BLOCK)
+        self._left = size
+        self._on_bytes = on_bytes
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.left == 0:
-            return 0
-        data = self._read(min(len(buffer), self.left))
+    def more(self, n: int) -> bytes:
+        if self._left == 0:
+            return b""
+        data = self._read(min(self._left, self.BLOCK))
         if not data:
             raise TransferError("the stream ends in the middle of a NAR", code="bundle-truncated",
                                 hint="the bundle or download is incomplete; copy it again")
-        n = len(data)
-        buffer[:n] = data
-        self.left -= n
-        self.delivered += n
+        self._left -= len(data)
         self._h.update(data)
-        self.on_bytes(n)
-        return n
+        self._on_bytes(len(data))
+        return data
 
-    def tell(self) -> int:
-        return self.delivered
-
-    @property
-    def unconsumed(self) -> int:
-        """Bytes of the declared size the parser has not taken (buffered ahead or still in the source)."""
-        return self.left + self.delivered - self.reader.tell()
+    def exhausted(self) -> bool:
+        return self._left == 0
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
@@ -179,24 +176,28 @@ def stage(record: PathRecord, read: Callable[[int], bytes], dest: Path,
 
     Consumes exactly `record.nar_size` bytes; the tree is removed again on any error.
     """
-    reader = _Hashing(read, record.nar_size, on_bytes)
+    return arrive(record, _Hashing(read, record.nar_size, on_bytes), dest)
+
+
+def arrive(record: PathRecord, source: NarSource, dest: Path) -> NarDigest:
+    """Restore the NAR of `record` from `source` at `dest`, created canonical (no second walk), and
+    check its size and hash; the tree is removed again on any error."""
     try:
-        restore(reader.reader.read, dest)
+        leftover = restore_from(source.more, dest, canonical=True)
     except NarError as e:
-        if reader.unconsumed == 0 and "truncated" in e.message:
+        if source.exhausted() and "truncated" in e.message:
             raise _bad(f"{record.path}: the NAR is longer than the {record.nar_size} bytes declared",
                        code="bundle-size-mismatch") from e
         raise _bad(f"{record.path}: {e.message}", code="bundle-nar-malformed") from e
-    if reader.unconsumed:
+    if leftover or source.more(1) or not source.exhausted():
         remove_tree(dest)
         raise _bad(f"{record.path}: the NAR is shorter than the {record.nar_size} bytes declared",
                    code="bundle-size-mismatch")
-    got = f"sha256:{reader.hexdigest()}"
+    got = f"sha256:{source.hexdigest()}"
     if got != record.nar_hash:
         remove_tree(dest)
         raise _bad(f"{record.path}: NAR hash mismatch: declared {record.nar_hash}, got {got}",
                    code="bundle-hash-mismatch")
-    normalise_tree(dest)  # only metadata: the NAR records no more than the owner's execute bit
     return NarDigest(bytes.fromhex(got.removeprefix("sha256:")), record.nar_size)
 
 

@@ -278,3 +278,104 @@ def test_export_refuses_a_path_that_no_longer_matches_its_hash(source: Store, tm
     plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(_export(source, [other]))).read()
     size = int.from_bytes(plain[16:24], "little")
     assert [r.path for r in decode_header(plain[24:24 + size])] == [other]  # the next export works
+
+
+# -- the decompressing thread ------------------------------------------------------------------------
+
+def _no_inflater_left() -> bool:
+    import threading
+
+    return not any(t.name == "import-inflate" for t in threading.enumerate())
+
+
+def _big_bundle(source: Store, tmp_path: Path) -> bytes:
+    """One path whose NAR spans several of the thread's chunks (random: the compressed stream too)."""
+    big = source.add_path(_tree(tmp_path, "big", {"blob": os.urandom(3 * bundle._Inflater.CHUNK + 999),
+                                                  "z": b"last\n"}), "big")
+    return _export(source, [big])
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.5, 0.8])
+def test_a_stream_cut_inside_a_chunk_is_truncated_and_no_thread_is_left(source: Store, target: Store,
+                                                                        tmp_path: Path, cut: float) -> None:
+    data = _big_bundle(source, tmp_path)
+    before = _state(target)
+    with pytest.raises(TransferError) as err:
+        import_bundle(target, io.BytesIO(data[: int(len(data) * cut)]))
+    assert err.value.code == "bundle-truncated"
+    assert _state(target) == before and os.listdir(target.tmp) == [] and _no_inflater_left()
+
+
+def test_corruption_found_by_the_thread_late_in_the_stream_is_one_error(source: Store, target: Store,
+                                                                        tmp_path: Path) -> None:
+    data = bytearray(_big_bundle(source, tmp_path))
+    data[len(data) * 3 // 4] ^= 0xFF  # inside a compressed block after the first chunks
+    with pytest.raises(TransferError) as err:
+        import_bundle(target, io.BytesIO(bytes(data)))
+    assert err.value.code.startswith("bundle-"), err.value.code
+    assert target.db.all_paths() == [] and os.listdir(target.tmp) == [] and _no_inflater_left()
+
+
+def test_interrupt_in_the_main_thread_stops_the_thread(source: Store, target: Store, tmp_path: Path) -> None:
+    data = _big_bundle(source, tmp_path)
+    calls = []
+
+    def progress(done: int, total: int, paths: int, count: int) -> None:
+        calls.append(done)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_bundle(target, io.BytesIO(data), progress=progress)
+    assert calls and target.db.all_paths() == [] and os.listdir(target.tmp) == [] and _no_inflater_left()
+
+
+BOMB_SCRIPT = """
+import io, sys
+from pathlib import Path
+from tdxstore.errors import TransferError
+from tdxstore.store.bundle import import_bundle
+from tdxstore.store.store import Store
+def hwm():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1])
+data = Path(sys.argv[1]).read_bytes()
+store = Store.open(Path(sys.argv[2]))
+before = hwm()
+try:
+    import_bundle(store, io.BytesIO(data))
+except TransferError as e:
+    print(e.code, hwm() - before)
+"""
+
+
+def test_a_decompression_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """A few hundred KiB that expand to a 256 MiB NAR whose declared hash is a lie: the import streams
+    it to disk through the bounded queue (peak RSS grows by far less than the NAR), then refuses it."""
+    import subprocess
+    import sys
+
+    size = 256 << 20
+    nar = (_nar_str(b"nix-archive-1") + _nar_str(b"(") + _nar_str(b"type") + _nar_str(b"regular")
+           + _nar_str(b"contents") + size.to_bytes(8, "little"))
+    tail = _nar_str(b")")
+    header = encode_header([_record("0" * 32 + "-bomb", len(nar) + size + len(tail))])
+    c = zstandard.ZstdCompressor(write_checksum=True).compressobj()
+    parts = [c.compress(MAGIC + len(header).to_bytes(8, "little") + header + nar)]
+    zero = bytes(1 << 20)
+    parts += [c.compress(zero) for _ in range(size >> 20)]
+    parts.append(c.compress(tail + END) + c.flush())
+    bomb = tmp_path / "bomb.tdx"
+    bomb.write_bytes(b"".join(parts))
+    assert bomb.stat().st_size < 1 << 20
+    out = subprocess.run([sys.executable, "-c", BOMB_SCRIPT, str(bomb), str(tmp_path / "b")], check=True,
+                         capture_output=True, cwd=Path(__file__).resolve().parents[3], text=True).stdout.split()
+    assert out[0] == "bundle-hash-mismatch"
+    assert int(out[1]) < 96 * 1024, f"peak RSS grew by {out[1]} KiB for a 256 MiB NAR"
+    assert os.listdir(tmp_path / "b" / "tmp") == []
+
+
+def _nar_str(b: bytes) -> bytes:
+    return len(b).to_bytes(8, "little") + b + b"\0" * (-len(b) % 8)
+
+
+def _record(base: str, nar_size: int) -> bundle.PathRecord:
+    return bundle.PathRecord(StorePath.from_base_name(base), "sha256:" + "0" * 64, nar_size, ())
