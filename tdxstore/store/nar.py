@@ -1,8 +1,8 @@
 """The Nix archive (NAR) format, byte for byte equal to `nix-store --dump` (L2).
 
-Serialises a file/directory/symlink tree, hashes it (every store add does this, so it is fast)
-and restores it from an untrusted stream, failing closed. It never follows symlinks, never
-writes outside the destination, and never reads a whole large file into memory. Grammar (Nix
+Serialises a file/directory/symlink tree and hashes it (every store add does this, so it is fast);
+`narparser.py` restores it from an untrusted stream, failing closed. Neither follows symlinks,
+writes outside the destination, or reads a whole large file into memory. Grammar (Nix
 `archive.hh`); int(n) is 8 bytes little-endian, str(s) = int(|s|) s, zero-padded to 8 bytes:
 
     nar       = str("nix-archive-1") node
@@ -422,17 +422,3 @@ class FlatNar:
                            code="source-changed")
         self._nar.update(_PAD[-self._size % 8] + _CLOSE)
         return NarDigest(self._nar.digest(), self._head + self._size + (-self._size % 8) + len(_CLOSE))
-
-
-# --- restore: the strict parser for untrusted streams lives in narparser.py -----------------------
-
-def restore(read: Callable[[int], bytes], dest: Path, *, canonical: bool = False) -> None:
-    """Rebuild the tree of one NAR read from `read` at `dest`, which must not exist.
-
-    Reads exactly the NAR and nothing after it. On any error the partial tree is removed.
-    Files get 0644/0755, directories 0755, unless `canonical`: then the tree is created as
-    `normalise_tree` leaves it (0444/0555, directories 0555, times 1).
-    """
-    from tdxstore.store.narparser import restore_from
-
-    restore_from(read, dest, canonical=canonical)

@@ -1,6 +1,6 @@
 """The strict NAR parser: rebuilds a tree from an untrusted stream, failing closed (L3).
 
-The grammar is in `nar.py`'s docstring; `nar.restore` is the public entry point. The parser never
+The grammar and the format's constants are in `nar.py`; `restore` is the public entry point. The parser never
 writes outside the destination, never follows a symlink and holds one source chunk in memory; given
 a `read(n)` it never asks for a byte past the NAR. A regular file in a directory (nearly every
 entry of a real tree) is matched in one step against fixed token strings in the buffer; anything
@@ -15,26 +15,8 @@ from pathlib import Path
 
 from tdxstore._fs import remove_tree
 from tdxstore.errors import NarError
-from tdxstore.store.normalise import CANONICAL_TIME
+from tdxstore.store.nar import _CREATE_CANONICAL, _PAD, _TIMES_NS, _WRITE_FLAGS, CHUNK, MAGIC, _str, _write_all
 
-# As in nar.py, which imports this module for `nar.restore` (so this one does not import it back).
-MAGIC = b"nix-archive-1"
-CHUNK = 1 << 20
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_TIMES_NS = (CANONICAL_TIME * 1_000_000_000,) * 2
-
-
-def _umask_keeps_canonical_modes() -> bool:
-    """Whether a file created 0444/0555 gets that mode (the umask from /proc: os.umask would set it)."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            line = next(x for x in f if x.startswith(b"Umask:"))
-        return not int(line.split()[1], 8) & 0o555
-    except (OSError, ValueError, IndexError, StopIteration):
-        return False
-
-
-_CREATE_CANONICAL = _umask_keeps_canonical_modes()  # else: create 0700, then fchmod
 MAX_DEPTH = 256
 _MAX_TAG = 16  # longest tag is "executable"/"directory"
 _MAX_NAME = 255  # NAME_MAX
@@ -42,11 +24,6 @@ _MAX_TARGET = 4095  # PATH_MAX - 1
 _SMALL = 1 << 16  # contents up to this size are sliced (copied); larger ones go out through a memoryview
 
 
-def _str(s: bytes) -> bytes:
-    return len(s).to_bytes(8, "little") + s + b"\0" * (-len(s) % 8)
-
-
-_PAD = tuple(b"\0" * i for i in range(8))
 _ENTRY = _str(b"entry")
 _ENTRY_HEAD = _ENTRY + _str(b"(") + _str(b"name")  # then the name's length
 _REG = _str(b"node") + _str(b"(") + _str(b"type") + _str(b"regular")
@@ -58,11 +35,6 @@ _TAIL = _str(b")") + _str(b")")  # the node's and the entry's
 def _malformed(what: str) -> NarError:
     return NarError(f"malformed NAR: {what}", hint="The archive is corrupt or hostile; fetch it again.",
                     code="nar-malformed")
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    while data:
-        data = data[os.write(fd, data):]
 
 
 class Parser:
@@ -294,3 +266,13 @@ def restore_from(more: Callable[[int], bytes], dest: Path, *, canonical: bool = 
                            hint="Check that the destination is writable.", code="nar-restore-failed") from e
         raise
     return parser.leftover
+
+
+def restore(read: Callable[[int], bytes], dest: Path, *, canonical: bool = False) -> None:
+    """Rebuild the tree of one NAR read from `read` at `dest`, which must not exist.
+
+    Reads exactly the NAR and nothing after it. On any error the partial tree is removed.
+    Files get 0644/0755, directories 0755, unless `canonical`: then the tree is created as
+    `normalise_tree` leaves it (0444/0555, directories 0555, times 1).
+    """
+    restore_from(read, dest, canonical=canonical)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tdxstore.errors import NarError, StorePathError
-from tdxstore.store import nar
+from tdxstore.store import nar, narparser
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "nar" / "fixed-tree.nar"
 HAVE_NIX = shutil.which("nix-store") is not None and shutil.which("nix-hash") is not None
@@ -113,7 +113,7 @@ def test_golden_file_without_nix(tmp_path: Path) -> None:
     golden = GOLDEN.read_bytes()
     assert nar.dump_bytes(root) == golden
     out = tmp_path / "restored"
-    nar.restore(io.BytesIO(golden).read, out)
+    narparser.restore(io.BytesIO(golden).read, out)
     assert nar.dump_bytes(out) == golden
     assert os.readlink(out / "dangling") == "/tdx/store/does-not-exist"
     assert (out / "exec.sh").stat().st_mode & stat.S_IXUSR
@@ -182,7 +182,7 @@ def test_round_trip(tree: object, tmp_path_factory: pytest.TempPathFactory) -> N
     base = tmp_path_factory.mktemp("rt")
     build(base / "src", tree)
     data = nar.dump_bytes(base / "src")
-    nar.restore(io.BytesIO(data).read, base / "dst")
+    narparser.restore(io.BytesIO(data).read, base / "dst")
     assert nar.dump_bytes(base / "dst") == data
     assert nar.hash_path(base / "dst") == nar.hash_path(base / "src")
     shutil.rmtree(base)
@@ -251,21 +251,21 @@ HOSTILE = {
 def test_hostile_nar_refused(case: str, tmp_path: Path) -> None:
     dest = tmp_path / "out"
     with pytest.raises(NarError) as err:
-        nar.restore(io.BytesIO(HOSTILE[case]).read, dest)
+        narparser.restore(io.BytesIO(HOSTILE[case]).read, dest)
     assert err.value.code == "nar-malformed"
     assert not os.path.lexists(dest), "a refused NAR must leave nothing behind"
     assert sorted(os.listdir(tmp_path)) == []
 
 
 def test_depth_limit_is_exactly_256(tmp_path: Path) -> None:
-    nar.restore(io.BytesIO(MAGIC + deep(256)).read, tmp_path / "ok")
+    narparser.restore(io.BytesIO(MAGIC + deep(256)).read, tmp_path / "ok")
     assert nar.dump_bytes(tmp_path / "ok") == MAGIC + deep(256)
 
 
 def test_restore_refuses_existing_destination(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     with pytest.raises(NarError) as err:
-        nar.restore(io.BytesIO(GOOD).read, tmp_path / "out")
+        narparser.restore(io.BytesIO(GOOD).read, tmp_path / "out")
     assert err.value.code == "nar-malformed"
 
 
@@ -275,7 +275,7 @@ def test_restore_handles_short_reads_and_leaves_trailing_data(tmp_path: Path) ->
     def trickle(n: int) -> bytes:
         return stream.read(min(n, 3))
 
-    nar.restore(trickle, tmp_path / "out")
+    narparser.restore(trickle, tmp_path / "out")
     assert nar.dump_bytes(tmp_path / "out") == GOOD
     assert stream.read() == b"TRAILER"
 
