@@ -172,6 +172,7 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="where to create the test data")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="skip the 1 GiB file")
+    ap.add_argument("--startup-only", action="store_true", help="only the start-up table")
     args = ap.parse_args()
     if not shutil.which("nix-store"):
         raise SystemExit("nix-store not found: install Debian's nix-bin (scripts/setup does)")
@@ -180,6 +181,8 @@ def main() -> None:
         work = Path(tmp)
         bench_startup(work / "startup-home", max(10, args.runs))
         remove_tree(work / "startup-home")
+        if args.startup_only:
+            return
         big = make_big(work / "big-256M", 256 * MiB)
         bench_add("one 256 MiB file", big, work, args.runs)
         big.unlink()

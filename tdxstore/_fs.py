@@ -12,10 +12,13 @@ import hashlib
 import os
 import shutil
 import stat
-import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tarfile  # imported where a tar is extracted: most commands never open one
 
 
 def sha256_file(path: Path) -> bytes:
@@ -99,6 +102,8 @@ def extract_tar(tf: tarfile.TarFile, dest: Path, members: Iterable[tarfile.TarIn
     names, no setuid/setgid/sticky or group/other-write bits; with `data` also no link whose target is
     absolute or leaves `dest`, no device nodes or FIFOs, and the extracting user as owner.
     """
+    import tarfile
+
     chosen = tf.getmembers() if members is None else list(members)
     if hasattr(tarfile, "data_filter"):
         tf.extractall(dest, chosen, filter="data" if data else "tar")
@@ -109,6 +114,8 @@ def extract_tar(tf: tarfile.TarFile, dest: Path, members: Iterable[tarfile.TarIn
 
 
 def _checked(member: tarfile.TarInfo, root: str, data: bool) -> tarfile.TarInfo:
+    import tarfile
+
     def inside(p: str) -> bool:
         return os.path.commonpath([root, os.path.realpath(p)]) == root
 

@@ -80,7 +80,41 @@ def load_command(name: str) -> Any:
     scratch = typer.Typer(**_SETTINGS)
     module.register(scratch)
     _full_short_help(scratch)
-    return typer.main.get_group(scratch).commands.get(name)
+    sub = next((g.typer_instance for g in scratch.registered_groups if g.name == name), None)
+    if sub is None:
+        return typer.main.get_group(scratch).commands.get(name)
+    # A group (`store`, `cache`, ...) is built without its commands; each is built when it is named,
+    # so `tdx store add` does not turn the other ten `store` commands into click commands.
+    pending, cls = sub.registered_commands, sub.info.cls
+    sub.registered_commands, sub.info.cls = [], _LazyCommands
+    try:
+        group = typer.main.get_group(scratch).commands[name]
+        assert isinstance(group, _LazyCommands)
+    finally:
+        sub.registered_commands, sub.info.cls = pending, cls
+    group.pending = {_command_name(info): info for info in pending}
+    return group
+
+
+def _command_name(info: Any) -> str:
+    return str(info.name or typer.main.get_command_name(info.callback.__name__))
+
+
+class _LazyCommands(TyperGroup):
+    """A command group whose commands are built from their typer records when first named."""
+
+    pending: dict[str, Any]
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*self.pending, *(n for n in self.commands if n not in self.pending)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        info = self.pending.get(cmd_name)
+        if cmd_name not in self.commands and info is not None:
+            one = typer.Typer(**_SETTINGS)
+            one.registered_commands = [info]
+            self.commands[cmd_name] = typer.main.get_command(one)
+        return self.commands.get(cmd_name)
 
 
 class _LazyGroup(TyperGroup):

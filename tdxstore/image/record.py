@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tdxstore._fs import atomic_write
-from tdxstore.diff import compare_manifests
 from tdxstore.errors import DiffError, TdxError
 from tdxstore.store.path import StorePath
 from tdxstore.store.store import Store
@@ -121,6 +120,8 @@ def note_build(store: Store, tdxfile: Path, sp: StorePath) -> str | None:
     mb = _read(store.real_path(sp) / MANIFEST)
     if ma is None or mb is None:
         return None
+    from tdxstore.diff import compare_manifests  # the measurement model: `path-info` reads records without it
+
     try:
         change = compare_manifests(ma, mb)
     except DiffError:

@@ -25,14 +25,20 @@ if TYPE_CHECKING:
         run_unsandboxed,
         supervise,
     )
-    from tdxstore.sandbox.spec import BUILD_DIR, STORE_DIR, Mount, SandboxSpec
+    from tdxstore.sandbox.spec import Mount, SandboxSpec
+
+#: Where store paths appear inside the sandbox (a read-only tmpfs holding only the mounts). Defined
+#: here, not in `spec`, so that `store.path` gets it without building spec's classes.
+STORE_DIR = "/tdx/store"
+#: The build directory inside the sandbox (cwd, TMPDIR).
+BUILD_DIR = "/build"
 
 _HOME = {
     "bwrap_argv": "bwrap", "etc_files": "bwrap", "sandbox_env": "bwrap",
     "NETWORK_MOUNT_POINTS": "run", "ROOT_MOUNT_POINTS": "run", "SandboxResult": "run", "add_mount_points": "run",
     "check_bwrap": "run", "check_spec_paths": "run", "run_sandboxed": "run", "run_unsandboxed": "run",
     "supervise": "run",
-    "BUILD_DIR": "spec", "STORE_DIR": "spec", "Mount": "spec", "SandboxSpec": "spec",
+    "Mount": "spec", "SandboxSpec": "spec",
 }
 
 __all__ = [

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from tdxstore.errors import SandboxError
+from tdxstore.sandbox import BUILD_DIR, STORE_DIR
 
-#: Where store paths appear inside the sandbox (a read-only tmpfs holding only the mounts).
-STORE_DIR = "/tdx/store"
-#: The build directory inside the sandbox (cwd, TMPDIR).
-BUILD_DIR = "/build"
+__all__ = ["BUILD_DIR", "RESERVED_TARGETS", "STORE_DIR", "Mount", "SandboxSpec"]
+
 #: Targets the sandbox itself owns; a mount there would be hidden or would break the sandbox.
 RESERVED_TARGETS = ("/", "/proc", "/dev", "/tmp", "/etc/passwd", "/etc/group", "/etc/hosts", STORE_DIR)
 

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
@@ -99,7 +98,7 @@ class Database:
                     code="db-too-new",
                 )
             if version < SCHEMA_VERSION:
-                schema = resources.files("tdxstore.store").joinpath("schema.sql").read_text()
+                schema = (Path(__file__).parent / "schema.sql").read_text()
                 with self._write_lock:
                     retry_busy(lambda: self.conn.executescript(
                         f"BEGIN IMMEDIATE;\n{schema}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"))

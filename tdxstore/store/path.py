@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tdxstore.errors import StorePathError
-from tdxstore.sandbox.spec import STORE_DIR  # defined once, where sandboxes mount it; re-exported here
+from tdxstore.sandbox import STORE_DIR  # defined once, where sandboxes mount it; re-exported here
 from tdxstore.store import base32
 
 __all__ = ["HASH_LEN", "MAX_NAME_LEN", "STORE_DIR", "StorePath", "check_name", "make_fixed_output_path",

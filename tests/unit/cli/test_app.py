@@ -4,8 +4,10 @@ table must hold every registered command, each with the first line of its docstr
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import typer
 
@@ -34,3 +36,64 @@ def test_help_imports_no_command_module() -> None:
             "'pydantic'))))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip().splitlines()[-1] == "['tdxstore.cli.app']"
+
+
+def test_a_group_builds_only_the_command_it_is_given() -> None:
+    group = load_command("store")
+    assert group is not None and group.commands == {}  # nothing built until a command is named
+    names = group.list_commands(None)
+    assert names[:3] == ["add", "ls", "path-info"] and {"gc", "verify", "export", "import", "sign"} <= set(names)
+    add = group.get_command(None, "add")
+    assert add is not None and add.name == "add" and list(group.commands) == ["add"]
+    assert group.list_commands(None) == names  # the order of the source, whatever was built first
+    assert group.get_command(None, "no-such-command") is None
+
+
+def test_a_group_command_is_the_same_as_an_eager_build() -> None:
+    """Built alone, each `store` command has the parameters and help typer gives it inside its group."""
+    import tdxstore.cli.store as module
+
+    scratch = typer.Typer()
+    module.register(scratch)
+    eager = typer.main.get_group(scratch).commands["store"]
+    lazy = load_command("store")
+    assert isinstance(eager, typer.core.TyperGroup) and lazy is not None
+    for name in eager.list_commands(None):  # type: ignore[arg-type]
+        want, got = eager.commands[name], lazy.get_command(None, name)
+        assert [p.opts for p in got.params] == [p.opts for p in want.params], name
+        assert got.help == want.help and got.hidden == want.hidden, name
+
+
+def _modules_after(argv: list[str], home: str) -> list[str]:
+    code = ("import sys; from tdxstore.cli.app import main; rc = main(sys.argv[1:]); "
+            "print(' '.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code, *argv], check=True, capture_output=True, text=True,
+                         env={**os.environ, "TDX_HOME": home}).stdout
+    return out.strip().splitlines()[-1].split()
+
+
+def test_store_add_and_path_info_import_only_what_they_use(tmp_path: Path) -> None:
+    """Start-up (issue: under 100 ms): neither command loads the image, diff or measurement code, the
+    sandbox's value objects or tarfile."""
+    src = tmp_path / "f.txt"
+    src.write_text("hello\n")
+    heavy = ("tdxstore.diff", "tdxstore.measure", "tdxstore.image.pipeline", "tdxstore.sandbox.spec",
+             "tdxstore.sandbox.run", "tarfile", "requests", "cbor2")
+    added = _modules_after(["store", "add", str(src)], str(tmp_path / "home"))
+    assert not [m for m in added if m.startswith(heavy)]
+    sp = subprocess.run([sys.executable, "-c", "from tdxstore.cli.app import main; main()", "store", "add", str(src)],
+                        check=True, capture_output=True, text=True,
+                        env={**os.environ, "TDX_HOME": str(tmp_path / "home")}).stdout.strip()
+    info = _modules_after(["store", "path-info", sp], str(tmp_path / "home"))
+    assert "tdxstore.store.store" in info and not [m for m in info if m.startswith(heavy)]
+
+
+def test_console_script_collects_garbage_while_the_command_runs_and_passes_its_exit_code() -> None:
+    code = ("import gc, sys; import tdxstore.cli.app as app; "
+            "app.main = lambda: (print(gc.isenabled(), gc.get_freeze_count() > 0), 7)[1]; "
+            "from tdxstore.cli.entry import run; run()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout.split()) == (7, ["True", "True"])
+    unknown = subprocess.run([sys.executable, "-c", "from tdxstore.cli.entry import run; run()", "no-such-command"],
+                             capture_output=True, text=True)
+    assert unknown.returncode == 2 and "No such command" in unknown.stderr
