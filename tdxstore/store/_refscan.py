@@ -188,15 +188,23 @@ class Beside(Generic[T]):
 
 
 class HashBeside:
-    """A sink that hashes in the worker: `h` is complete after `finish`, and only then."""
+    """A sink that hashes in the worker: `h` is complete after `finish`, and only then.
+
+    One worker serves a run of hashes (`restart`: export hashes every NAR of a bundle on one thread).
+    The caller waits after each chunk for the one before, not for a deeper queue: the dumper's two
+    buffers need that, and export measured no gain from 16 chunks in flight (docs/store.md).
+    """
 
     __slots__ = ("_beside", "_h")
 
     MIN = 1 << 14  # smaller chunks cost more to hand over than to hash inline
 
-    def __init__(self, h: hashlib._Hash) -> None:
+    def __init__(self, h: hashlib._Hash, name: str = "nar-hash") -> None:
         self._h = h
-        self._beside: Beside[ByteChunk] = Beside(h.update, "nar-hash")
+        self._beside: Beside[ByteChunk] = Beside(self._update, name)
+
+    def _update(self, chunk: ByteChunk) -> None:
+        self._h.update(chunk)  # through self: `restart` swaps the hash the worker feeds
 
     def __call__(self, chunk: ByteChunk) -> None:
         if len(chunk) < self.MIN:
@@ -208,6 +216,11 @@ class HashBeside:
 
     def finish(self) -> None:
         self._beside.settle(0)
+
+    def restart(self, h: hashlib._Hash) -> None:
+        """Finish the current hash and feed the next chunks to `h` (the same worker goes on)."""
+        self._beside.settle(0)
+        self._h = h
 
     def close(self) -> None:
         self._beside.close()

@@ -17,17 +17,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import cbor2
 import zstandard
 
 from tdxstore.errors import StorePathError, TransferError
+from tdxstore.store._refscan import ByteChunk, HashBeside
 from tdxstore.store.derivation import Derivation
-from tdxstore.store.nar import dump
+from tdxstore.store.nar import dump_chunks
 from tdxstore.store.path import STORE_DIR, StorePath
-from tdxstore.store.realise import closure_of, instantiate, load_derivation
 from tdxstore.store.signing import PublicKey, require_signatures
 from tdxstore.store.store import Store
 from tdxstore.store.transfer import PathRecord, arrive, check_arrival_order, dependency_order, record_of, register
@@ -37,6 +36,7 @@ MAGIC = b"tdx-store-bundle"
 END = b"tdx-bundle-end\0\0"
 MAX_HEADER = 64 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_THREADS = -1  # zstd workers: one per CPU (any count >= 1 writes the same bytes)
 _REQUIRED = {"path", "narHash", "narSize", "references"}
 _OPTIONAL = {"deriver", "ca", "signatures"}
 
@@ -135,6 +135,9 @@ def select(store: Store, paths: Sequence[StorePath], derivations: Sequence[Deriv
     sources, toolchains, build roots, the pinned mkosi and its tools tree, the image itself), so an
     import can rebuild or look up the target offline. `outputs_only`: just the targets' outputs.
     """
+    # here, not at the top: realise imports fetch and requests (0.1 s), which no export of paths needs
+    from tdxstore.store.realise import closure_of, instantiate, load_derivation
+
     drvs = list(derivations)
     roots: list[StorePath] = []
     for p in paths:
@@ -158,60 +161,29 @@ def select(store: Store, paths: Sequence[StorePath], derivations: Sequence[Deriv
     return Selection(tuple(dict.fromkeys(roots)), tuple(missing))
 
 
-class _HashThread:
-    """SHA-256 of each NAR on a thread of its own, beside its dump and compression (hashlib drops the
-    GIL for large updates). The queue is bounded, so memory stays at a few chunks; `dump` hands over
-    fresh `bytes`, never a buffer it reuses."""
-
-    _NEXT, _STOP = object(), object()
-
-    def __init__(self) -> None:
-        import queue
-        import threading
-
-        self._todo: queue.Queue[object] = queue.Queue(maxsize=16)
-        self._digests: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="export-hash", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        import hashlib
-
-        h = hashlib.sha256()
-        while (item := self._todo.get()) is not self._STOP:
-            if item is self._NEXT:
-                self._digests.put(h.hexdigest())
-                h = hashlib.sha256()
-            else:
-                h.update(cast(bytes, item))
-
-    def update(self, chunk: bytes) -> None:
-        self._todo.put(chunk)
-
-    def hexdigest(self) -> str:
-        """The digest of everything since the last call; the hash starts again."""
-        self._todo.put(self._NEXT)
-        return self._digests.get()
-
-    def close(self) -> None:
-        self._todo.put(self._STOP)
-        self._thread.join()
-
-
 def export_bundle(store: Store, roots: Sequence[StorePath], out: BinaryIO, *,
                   progress: Progress | None = None, level: int = 3) -> Summary:
-    """Write the closure of `roots` to `out` as one bundle; each NAR is checked against the database."""
+    """Write the closure of `roots` to `out` as one bundle; each NAR is checked against the database.
+
+    Three things run at once: this thread walks the store and hands the NAR bytes over without a
+    copy (`dump_chunks`), a worker hashes each chunk while zstd's stream writer copies it in (the GIL
+    is released for both), and zstd's own workers compress. `threads=-1` is zstd's multi-threaded
+    framing: its output depends on the level and the bytes, not on how they are cut into writes or on
+    the number of workers (`test_export_bytes_do_not_depend_on_batching_or_workers`).
+    """
+    import hashlib
+
     records = [record_of(store, p) for p in dependency_order(store, roots)]
     total = sum(r.nar_size for r in records)
     notify = progress or (lambda _b, _t, _p, _n: None)
     state = {"done": 0, "path": 0}
-    h = _HashThread()
-    cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=-1)
+    hasher = HashBeside(hashlib.sha256(), "export-hash")
+    cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=ZSTD_THREADS)
     try:
         with cctx.stream_writer(out, closefd=False) as z:
 
-            def write(chunk: bytes) -> None:
-                h.update(chunk)
+            def write(chunk: ByteChunk) -> None:
+                hasher(chunk)  # the worker hashes it while zstd copies it in
                 z.write(chunk)
                 state["done"] += len(chunk)
                 notify(state["done"], total, state["path"], len(records))
@@ -219,15 +191,18 @@ def export_bundle(store: Store, roots: Sequence[StorePath], out: BinaryIO, *,
             header = encode_header(records)
             z.write(MAGIC + len(header).to_bytes(8, "little") + header)
             for i, r in enumerate(records):
-                state["path"], start = i, state["done"]
-                dump(store.real_path(r.path), write)
-                if f"sha256:{h.hexdigest()}" != r.nar_hash or state["done"] - start != r.nar_size:
+                state["path"] = i
+                h = hashlib.sha256()
+                hasher.restart(h)
+                size = dump_chunks(store.real_path(r.path), write)
+                hasher.finish()
+                if f"sha256:{h.hexdigest()}" != r.nar_hash or size != r.nar_size:
                     raise TransferError(f"{r.path} no longer matches its registered NAR hash; the bundle is "
                                         "incomplete", hint="run `tdx store verify` and rebuild or re-add that path",
                                         code="export-corrupt-path")
             z.write(END)
     finally:
-        h.close()
+        hasher.close()  # no worker outlives the call, whatever happened
     notify(total, total, len(records), len(records))
     return Summary(len(records), total)
 
@@ -451,17 +426,3 @@ class _QueuedNar:
     def hexdigest(self) -> str:
         assert self._digest is not None
         return self._digest
-
-
-def open_output(path: Path) -> BinaryIO:
-    """A temporary file beside `path`, published with `publish` (a failed export leaves no bundle)."""
-    return open(path.with_name(f".{path.name}.partial"), "wb")
-
-
-def publish(tmp: BinaryIO, path: Path) -> None:
-    import os
-
-    tmp.flush()
-    os.fsync(tmp.fileno())
-    tmp.close()
-    os.replace(path.with_name(f".{path.name}.partial"), path)

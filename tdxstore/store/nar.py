@@ -333,6 +333,16 @@ def dump(path: Path, write: Callable[[bytes], None]) -> None:
     _run(path, write, copy=True)  # type: ignore[arg-type]  # copy=True: write only ever gets bytes
 
 
+def dump_chunks(path: Path, sink: Callable[[ByteChunk], None]) -> int:
+    """Stream the NAR of `path` to `sink` without copying it; return its size.
+
+    A chunk may be one of two buffers the dumper refills in turn: when a call returns, `sink` must be
+    done with the chunk of the call before (a `HashBeside` is; so is anything that consumes a chunk
+    before returning, as zstd's stream writer copies its input).
+    """
+    return _run(path, sink, copy=False)
+
+
 def dump_bytes(path: Path) -> bytes:
     """The whole NAR in memory: for tests and small trees only."""
     parts: list[bytes] = []

@@ -75,3 +75,77 @@ def test_only_the_chosen_members(tmp_path: Path, mode: str) -> None:
     tf = _tar((_info("a"), b"1"), (_info("b"), b"2"))
     extract_tar(tf, tmp_path, [m for m in tf.getmembers() if m.name == "b"], data=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+# -- atomic_stream: the bundle file, synced behind -----------------------------------------------------
+
+def _syncers() -> int:
+    import threading
+
+    return sum(t.name == "sync-behind" for t in threading.enumerate())
+
+
+def test_atomic_stream_publishes_the_whole_file_synced_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from tdxstore import _fs
+
+    monkeypatch.setattr(_fs, "SYNC_EVERY", 1 << 16)  # the worker syncs many times along the way
+    data = os.urandom(1 << 20)
+    out = tmp_path / "b.tdx"
+    with _fs.atomic_stream(out) as f:
+        for i in range(0, len(data), 10_000):
+            assert f.write(memoryview(data)[i:i + 10_000]) == len(data[i:i + 10_000])
+        assert not out.exists()
+    assert out.read_bytes() == data
+    assert os.listdir(tmp_path) == ["b.tdx"] and _syncers() == 0
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_atomic_stream_leaves_no_file_and_no_worker_on_error(tmp_path: Path, error: type[BaseException]) -> None:
+    from tdxstore import _fs
+
+    with pytest.raises(error), _fs.atomic_stream(tmp_path / "b.tdx") as f:
+        f.write(b"x" * 1000)
+        raise error
+    assert list(tmp_path.iterdir()) == [] and _syncers() == 0
+
+
+def test_a_sync_error_in_the_worker_reaches_the_writer_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fdatasync on a FIFO fails (EINVAL) in the worker; the writer's next write raises it, once."""
+    import errno
+    import os
+    import threading
+
+    from tdxstore import _fs
+
+    monkeypatch.setattr(_fs, "SYNC_EVERY", 1024)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    drained = threading.Event()
+
+    def drain() -> None:
+        import select
+
+        while not drained.is_set():
+            if select.select([reader], [], [], 0.05)[0]:
+                os.read(reader, 1 << 16)
+
+    t = threading.Thread(target=drain)
+    t.start()
+    try:
+        f = _fs._SyncBehind(fifo)
+        f.write(b"x" * 2048)  # wakes the worker, whose fdatasync fails
+        f._thread.join(timeout=10)
+        assert not f._thread.is_alive()
+        with pytest.raises(OSError) as e:
+            f.write(b"y")
+        assert e.value.errno == errno.EINVAL
+        assert f.write(b"z") == 1  # raised once
+        f.close()
+        assert _syncers() == 0
+    finally:
+        drained.set()
+        t.join()
+        os.close(reader)

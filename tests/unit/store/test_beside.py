@@ -129,3 +129,26 @@ def test_the_download_tee_hashes_the_nar_beside_and_starts_over_on_a_retry(tmp_p
     finally:
         tee.close()
     assert not _workers()
+
+
+def test_hash_beside_restart_hashes_each_run_on_one_worker_and_a_worker_error_is_raised_once() -> None:
+    """Export hashes every NAR of a bundle on one worker: `restart` ends one digest and begins the next."""
+    parts = [os.urandom(n) for n in (3 << 20, 100, 1 << 20)]
+    hashes = [hashlib.sha256() for _ in parts]
+    sink = HashBeside(hashes[0], "export-hash")
+    try:
+        for h, data in zip(hashes, parts, strict=True):
+            sink.restart(h)
+            for i in range(0, len(data), 1 << 18):
+                sink(data[i:i + (1 << 18)])
+        sink.finish()
+        assert [h.digest() for h in hashes] == [hashlib.sha256(p).digest() for p in parts]
+        assert [t.name for t in threading.enumerate()].count("export-hash") == 1  # one worker for all three
+        sink(bytearray(1 << 15))
+        sink("not bytes" * 4000)  # type: ignore[arg-type]  # hashlib refuses it, in the worker
+        with pytest.raises(TypeError):
+            sink.finish()
+        sink.finish()  # raised once: the failed chunk was acknowledged
+    finally:
+        sink.close()
+    assert "export-hash" not in [t.name for t in threading.enumerate()]

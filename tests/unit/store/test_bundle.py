@@ -3,6 +3,7 @@ each refused with one error while the store stays exactly as it was (listing and
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import cbor2
 import pytest
 import zstandard
 
-from tdxstore.errors import TransferError
+from tdxstore.errors import NarError, TransferError
 from tdxstore.store import bundle
 from tdxstore.store.bundle import END, MAGIC, decode_header, encode_header, export_bundle, import_bundle, select
 from tdxstore.store.path import StorePath
@@ -278,6 +279,60 @@ def test_export_refuses_a_path_that_no_longer_matches_its_hash(source: Store, tm
     plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(_export(source, [other]))).read()
     size = int.from_bytes(plain[16:24], "little")
     assert [r.path for r in decode_header(plain[24:24 + size])] == [other]  # the next export works
+
+
+def _export_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == "export-hash"]
+
+
+def _mixed(source: Store, tmp_path: Path) -> StorePath:
+    """Large enough for several of zstd's 8 MiB jobs: streamed random files and many small text files."""
+    files = {f"blob{i}": os.urandom(5 << 20) for i in range(3)}
+    files.update({f"small/f{i}": f"line {i} key{i % 7} = value{i * 31}\n".encode() * 40 for i in range(2000)})
+    return source.add_path(_tree(tmp_path, "mixed", files), "mixed")
+
+
+def test_export_bytes_do_not_depend_on_batching_or_workers(source: Store, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """zstd's multi-threaded framing: the same bundle bytes whatever the writes' sizes and the workers."""
+    from tdxstore.store import nar
+
+    top = _mixed(source, tmp_path)
+    first = _export(source, [top])
+    plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(first)).read()
+    one = io.BytesIO()  # the whole decompressed bundle in one write, on one worker
+    with zstandard.ZstdCompressor(level=3, write_checksum=True, threads=1).stream_writer(one, closefd=False) as z:
+        z.write(plain)
+    assert first == one.getvalue()
+    monkeypatch.setattr(nar, "_FLUSH", 4096)  # other chunk sizes: many small writes, streamed files in 64 KiB
+    monkeypatch.setattr(nar, "CHUNK", 1 << 16)
+    monkeypatch.setattr(bundle, "ZSTD_THREADS", 1)
+    assert _export(source, [top]) == first
+    assert not _export_threads()
+
+
+def test_interrupt_or_a_failing_output_during_export_leaves_no_thread(source: Store, tmp_path: Path) -> None:
+    top = _mixed(source, tmp_path)
+
+    def progress(done: int, total: int, paths: int, count: int) -> None:
+        if done > 6 << 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_bundle(source, [top], io.BytesIO(), progress=progress)
+    assert not _export_threads()
+    with open("/dev/full", "wb", buffering=0) as full, pytest.raises(OSError) as err:
+        export_bundle(source, [top], full)
+    assert err.value.errno == errno.ENOSPC and not _export_threads()
+    small = source.real_path(top) / "small"  # a fifo mid-dump: the dump's own error, once
+    os.chmod(small, 0o755)
+    os.mkfifo(small / "g-fifo")
+    with pytest.raises(NarError) as nerr:
+        _export(source, [top])
+    assert nerr.value.code == "nar-unsupported-file"
+    assert not _export_threads()
 
 
 # -- the decompressing thread ------------------------------------------------------------------------
