@@ -18,19 +18,21 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import cbor2
 import zstandard
 
 from tdxstore.errors import StorePathError, TransferError
-from tdxstore.store.derivation import Derivation
 from tdxstore.store.nar import dump
 from tdxstore.store.path import STORE_DIR, StorePath
-from tdxstore.store.realise import closure_of, instantiate, load_derivation
-from tdxstore.store.signing import PublicKey, require_signatures
 from tdxstore.store.store import Store
 from tdxstore.store.transfer import PathRecord, arrive, check_arrival_order, dependency_order, record_of, register
+
+if TYPE_CHECKING:  # (realise pulls in the fetchers and requests, signing cryptography: about 0.1 s that
+    # `tdx store import` of an unsigned bundle does not need; they are imported where they are used)
+    from tdxstore.store.derivation import Derivation
+    from tdxstore.store.signing import PublicKey
 
 VERSION = 1
 MAGIC = b"tdx-store-bundle"
@@ -135,6 +137,8 @@ def select(store: Store, paths: Sequence[StorePath], derivations: Sequence[Deriv
     sources, toolchains, build roots, the pinned mkosi and its tools tree, the image itself), so an
     import can rebuild or look up the target offline. `outputs_only`: just the targets' outputs.
     """
+    from tdxstore.store.realise import closure_of, instantiate, load_derivation
+
     drvs = list(derivations)
     roots: list[StorePath] = []
     for p in paths:
@@ -290,6 +294,8 @@ def import_bundle(store: Store, raw: BinaryIO, *, trusted: Sequence[PublicKey] |
     check_arrival_order(store, records)
     new = [r for r in records if not store.is_valid(r.path)]
     if trusted is not None:
+        from tdxstore.store.signing import require_signatures
+
         require_signatures(new, trusted, "the bundle")
     total = sum(r.nar_size for r in records)
     notify = progress or (lambda _b, _t, _p, _n: None)
