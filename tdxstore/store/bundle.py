@@ -17,19 +17,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import cbor2
 import zstandard
 
 from tdxstore.errors import StorePathError, TransferError
 from tdxstore.store._refscan import ByteChunk, HashBeside
-from tdxstore.store.derivation import Derivation
 from tdxstore.store.nar import dump_chunks
 from tdxstore.store.path import STORE_DIR, StorePath
-from tdxstore.store.signing import PublicKey, require_signatures
 from tdxstore.store.store import Store
 from tdxstore.store.transfer import PathRecord, arrive, check_arrival_order, dependency_order, record_of, register
+
+if TYPE_CHECKING:  # (realise pulls in the fetchers and requests, signing cryptography: about 0.1 s that
+    # `tdx store import` of an unsigned bundle does not need; they are imported where they are used)
+    from tdxstore.store.derivation import Derivation
+    from tdxstore.store.signing import PublicKey
 
 VERSION = 1
 MAGIC = b"tdx-store-bundle"
@@ -265,6 +268,8 @@ def import_bundle(store: Store, raw: BinaryIO, *, trusted: Sequence[PublicKey] |
     check_arrival_order(store, records)
     new = [r for r in records if not store.is_valid(r.path)]
     if trusted is not None:
+        from tdxstore.store.signing import require_signatures
+
         require_signatures(new, trusted, "the bundle")
     total = sum(r.nar_size for r in records)
     notify = progress or (lambda _b, _t, _p, _n: None)

@@ -2,9 +2,10 @@
 
 The grammar and the format's constants are in `nar.py`; `restore` is the public entry point. The parser never
 writes outside the destination, never follows a symlink and holds one source chunk in memory; given
-a `read(n)` it never asks for a byte past the NAR. A regular file in a directory (nearly every
-entry of a real tree) is matched in one step against fixed token strings in the buffer; anything
-else, or anything unexpected, takes the token-by-token path, which names the error.
+a `read(n)` it never asks for a byte past the NAR. `Parser` is the reference: restores go through the
+C restorer `_narc.c` (the same rules and messages, the GIL released per chunk) when it is built and
+TDX_NAR_PYTHON is not 1. In `Parser`, a regular file in a directory is matched in one step against
+fixed token strings; anything else, or anything unexpected, goes token by token, which names the error.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from pathlib import Path
 from tdxstore._fs import remove_tree
 from tdxstore.errors import NarError
 from tdxstore.store.nar import _CREATE_CANONICAL, _PAD, _TIMES_NS, _WRITE_FLAGS, CHUNK, MAGIC, _str, _write_all
+from tdxstore.store.normalise import CANONICAL_TIME
+
+try:
+    from tdxstore.store import _narc
+except ImportError:  # not built (a checkout without a compiler): `Parser` does every restore
+    _narc = None  # type: ignore[assignment]
 
 MAX_DEPTH = 256
 _MAX_TAG = 16  # longest tag is "executable"/"directory"
@@ -256,8 +263,10 @@ def restore_from(more: Callable[[int], bytes], dest: Path, *, canonical: bool = 
     if os.path.lexists(dest):
         raise NarError(f"cannot restore a NAR to {str(dest)!r}: it already exists",
                        hint="Restore into a fresh path.", code="nar-malformed")
-    parser = Parser(more, canonical)
     try:
+        if implementation() == "c":
+            return _restore_c(more, dest, canonical)
+        parser = Parser(more, canonical)
         parser.nar(os.fsencode(dest))
     except BaseException as e:
         remove_tree(dest)
@@ -266,6 +275,32 @@ def restore_from(more: Callable[[int], bytes], dest: Path, *, canonical: bool = 
                            hint="Check that the destination is writable.", code="nar-restore-failed") from e
         raise
     return parser.leftover
+
+
+def implementation() -> str:
+    """"c" when restores go through `_narc`, "python" when it is not built or TDX_NAR_PYTHON=1 (tests, debugging)."""
+    return "python" if _narc is None or os.environ.get("TDX_NAR_PYTHON") == "1" else "c"
+
+
+def _restore_c(more: Callable[[int], bytes], dest: Path, canonical: bool) -> int:
+    """`restore_from` through the C restorer: it asks `more` for what the current token lacks (so an
+    exact reader is never read past the NAR) and is fed whatever comes back."""
+    parent = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        restorer = _narc.Restorer(parent, os.fsencode(dest.name), canonical, _CREATE_CANONICAL, CANONICAL_TIME)
+        try:
+            while need := restorer.need:
+                data = more(need)
+                if not data:
+                    restorer.eof()
+                restorer.feed(data)
+        except _narc.Malformed as e:
+            raise _malformed(str(e)) from None
+        finally:
+            restorer.close()
+        return restorer.leftover
+    finally:
+        os.close(parent)
 
 
 def restore(read: Callable[[int], bytes], dest: Path, *, canonical: bool = False) -> None:

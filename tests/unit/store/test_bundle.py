@@ -66,7 +66,7 @@ def target(tmp_path: Path) -> Store:
     return Store.open(tmp_path / "b")
 
 
-def test_round_trip_keeps_metadata_and_order(source: Store, target: Store, tmp_path: Path) -> None:
+def test_round_trip_keeps_metadata_and_order(source: Store, target: Store, tmp_path: Path, nar_impl: str) -> None:
     lib, app, top = _closure(source, tmp_path)
     data = _export(source, [top])
     summary = import_bundle(target, io.BytesIO(data))
@@ -176,7 +176,8 @@ HOSTILE: list[tuple[str, Callable[[bytes], bytes], str]] = [
 
 @pytest.mark.parametrize(("name", "mangle", "code"), HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_hostile_bundle_is_refused_and_store_unchanged(source: Store, target: Store, tmp_path: Path, name: str,
-                                                       mangle: Callable[[bytes], bytes], code: str) -> None:
+                                                       mangle: Callable[[bytes], bytes], code: str,
+                                                       nar_impl: str) -> None:
     _lib, _app, top = _closure(source, tmp_path)
     target.add_bytes("already-here", b"unrelated\n")
     before = _state(target)
@@ -187,7 +188,8 @@ def test_hostile_bundle_is_refused_and_store_unchanged(source: Store, target: St
     assert os.listdir(target.tmp) == []
 
 
-def test_path_traversal_in_a_nar_entry_is_refused(source: Store, target: Store, tmp_path: Path) -> None:
+def test_path_traversal_in_a_nar_entry_is_refused(source: Store, target: Store, tmp_path: Path,
+                                                  nar_impl: str) -> None:
     """A NAR entry named '..' (hash and size made to match, as a hostile sender would)."""
     import hashlib
 
@@ -352,7 +354,8 @@ def _big_bundle(source: Store, tmp_path: Path) -> bytes:
 
 @pytest.mark.parametrize("cut", [0.3, 0.5, 0.8])
 def test_a_stream_cut_inside_a_chunk_is_truncated_and_no_thread_is_left(source: Store, target: Store,
-                                                                        tmp_path: Path, cut: float) -> None:
+                                                                        tmp_path: Path, cut: float,
+                                                                        nar_impl: str) -> None:
     data = _big_bundle(source, tmp_path)
     before = _state(target)
     with pytest.raises(TransferError) as err:
@@ -402,7 +405,7 @@ except TransferError as e:
 """
 
 
-def test_a_decompression_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+def test_a_decompression_bomb_is_refused_in_bounded_memory(tmp_path: Path, nar_impl: str) -> None:
     """A few hundred KiB that expand to a 256 MiB NAR whose declared hash is a lie: the import streams
     it to disk through the bounded queue (peak RSS grows by far less than the NAR), then refuses it."""
     import subprocess

@@ -107,7 +107,7 @@ def test_dump_equals_nix_store_dump(case: str, tmp_path: Path) -> None:
     assert nar.hash_and_scan(root, ["0" * 32])[0] == digest
 
 
-def test_golden_file_without_nix(tmp_path: Path) -> None:
+def test_golden_file_without_nix(tmp_path: Path, nar_impl: str) -> None:
     root = tmp_path / "root"
     fixed_tree(root)
     golden = GOLDEN.read_bytes()
@@ -178,7 +178,7 @@ def build(path: Path, tree: object) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tree=trees)
-def test_round_trip(tree: object, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_round_trip(tree: object, tmp_path_factory: pytest.TempPathFactory, nar_impl: str) -> None:
     base = tmp_path_factory.mktemp("rt")
     build(base / "src", tree)
     data = nar.dump_bytes(base / "src")
@@ -248,7 +248,7 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_hostile_nar_refused(case: str, tmp_path: Path) -> None:
+def test_hostile_nar_refused(case: str, tmp_path: Path, nar_impl: str) -> None:
     dest = tmp_path / "out"
     with pytest.raises(NarError) as err:
         narparser.restore(io.BytesIO(HOSTILE[case]).read, dest)
@@ -257,19 +257,19 @@ def test_hostile_nar_refused(case: str, tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == []
 
 
-def test_depth_limit_is_exactly_256(tmp_path: Path) -> None:
+def test_depth_limit_is_exactly_256(tmp_path: Path, nar_impl: str) -> None:
     narparser.restore(io.BytesIO(MAGIC + deep(256)).read, tmp_path / "ok")
     assert nar.dump_bytes(tmp_path / "ok") == MAGIC + deep(256)
 
 
-def test_restore_refuses_existing_destination(tmp_path: Path) -> None:
+def test_restore_refuses_existing_destination(tmp_path: Path, nar_impl: str) -> None:
     (tmp_path / "out").mkdir()
     with pytest.raises(NarError) as err:
         narparser.restore(io.BytesIO(GOOD).read, tmp_path / "out")
     assert err.value.code == "nar-malformed"
 
 
-def test_restore_handles_short_reads_and_leaves_trailing_data(tmp_path: Path) -> None:
+def test_restore_handles_short_reads_and_leaves_trailing_data(tmp_path: Path, nar_impl: str) -> None:
     stream = io.BytesIO(GOOD + b"TRAILER")
 
     def trickle(n: int) -> bytes:

@@ -50,20 +50,20 @@ def _metadata(root: Path) -> list[tuple[str, int, int]]:
 
 
 @pytest.mark.parametrize("size", [1, 7, 8, 13, 64, 4096, 1 << 20, 1 << 24])
-def test_any_chunking_restores_the_same_tree(tmp_path: Path, size: int) -> None:
+def test_any_chunking_restores_the_same_tree(tmp_path: Path, size: int, nar_impl: str) -> None:
     _tree(tmp_path / "src", big=size >= 4096)  # (a file over CHUNK in 1-byte pieces: a million writes)
     data = nar.dump_bytes(tmp_path / "src")
     assert restore_from(_chunks(data, size), tmp_path / "out") == 0
     assert nar.dump_bytes(tmp_path / "out") == data
 
 
-def test_a_chunked_source_may_run_past_the_nar(tmp_path: Path) -> None:
+def test_a_chunked_source_may_run_past_the_nar(tmp_path: Path, nar_impl: str) -> None:
     data = MAGIC + directory(entry(b"a", reg(b"1")))
     assert restore_from(_chunks(data + b"NEXT", 1 << 20), tmp_path / "out") == 4
     assert nar.dump_bytes(tmp_path / "out") == data
 
 
-def test_canonical_restore_is_what_normalise_tree_makes(tmp_path: Path) -> None:
+def test_canonical_restore_is_what_normalise_tree_makes(tmp_path: Path, nar_impl: str) -> None:
     _tree(tmp_path / "src")
     data = nar.dump_bytes(tmp_path / "src")
     narparser.restore(io.BytesIO(data).read, tmp_path / "plain")
@@ -77,14 +77,14 @@ def test_canonical_restore_is_what_normalise_tree_makes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 @pytest.mark.parametrize("size", [3, 1 << 20])
-def test_hostile_nar_refused_in_chunks_too(case: str, size: int, tmp_path: Path) -> None:
+def test_hostile_nar_refused_in_chunks_too(case: str, size: int, tmp_path: Path, nar_impl: str) -> None:
     with pytest.raises(NarError) as err:
         restore_from(_chunks(HOSTILE[case], size), tmp_path / "out", canonical=True)
     assert err.value.code == "nar-malformed"
     assert os.listdir(tmp_path) == []
 
 
-def test_fast_path_refusals_name_the_entry(tmp_path: Path) -> None:
+def test_fast_path_refusals_name_the_entry(tmp_path: Path, nar_impl: str) -> None:
     """Entries the fast path declines are refused by the token-by-token path with its message."""
     cases = {
         b"..": "invalid entry name b'..'",
