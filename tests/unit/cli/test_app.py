@@ -97,3 +97,14 @@ def test_console_script_collects_garbage_while_the_command_runs_and_passes_its_e
     unknown = subprocess.run([sys.executable, "-c", "from tdxstore.cli.entry import run; run()", "no-such-command"],
                              capture_output=True, text=True)
     assert unknown.returncode == 2 and "No such command" in unknown.stderr
+
+
+def test_console_script_closes_the_store_database_at_exit(tmp_path: Path) -> None:
+    """What a command made is still collected at exit, so SQLite checkpoints and removes its WAL."""
+    src = tmp_path / "f.txt"
+    src.write_text("hello\n")
+    home = tmp_path / "home"
+    subprocess.run([sys.executable, "-c", "from tdxstore.cli.entry import run; run()", "store", "add", str(src)],
+                   check=True, capture_output=True, env={**os.environ, "TDX_HOME": str(home)})
+    assert (home / "db.sqlite").is_file()
+    assert not (home / "db.sqlite-wal").exists() and not (home / "db.sqlite-shm").exists()
