@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_transfer import TDX, MiB, cpu, make_tree
+from benchmarks.bench_transfer import TDX, MiB, cpu, make_tree, tar_zstd, unzstd_tar
 from tdxstore._fs import remove_tree
 from tdxstore.store.store import Store
 
@@ -46,9 +46,7 @@ def main() -> None:
         subprocess.run([*TDX, "store", "export", *(p.logical for p in paths), "-o", str(work / "b.tdx")], env=env,
                        check=True, stdout=subprocess.DEVNULL)
         dirs = [str(store.real_path(p).relative_to(work / "a" / "store")) for p in paths]
-        tarp = subprocess.Popen(["tar", "-C", str(work / "a" / "store"), "-c", *dirs], stdout=subprocess.PIPE)
-        subprocess.run(["zstd", "-3", "-q", "-o", str(work / "b.tar.zst")], stdin=tarp.stdout, check=True)
-        assert tarp.wait() == 0
+        tar_zstd(work / "a" / "store", dirs, work / "b.tar.zst")
         remove_tree(work / "a")
         wall: dict[str, list[float]] = {"tar": [], "c": [], "python": []}
         cpus: dict[str, list[float]] = {k: [] for k in wall}
@@ -63,11 +61,8 @@ def main() -> None:
                 wall[impl].append(time.perf_counter() - t0)
                 cpus[impl].append(cpu() - c0)
             remove_tree(work / "x")
-            (work / "x").mkdir()
             t0, c0 = time.perf_counter(), cpu()
-            z = subprocess.Popen(["zstd", "-d", "-q", "-c", str(work / "b.tar.zst")], stdout=subprocess.PIPE)
-            subprocess.run(["tar", "-C", str(work / "x"), "-x"], stdin=z.stdout, check=True)
-            assert z.wait() == 0
+            unzstd_tar(work / "b.tar.zst", work / "x")
             wall["tar"].append(time.perf_counter() - t0)
             cpus["tar"].append(cpu() - c0)
             loads.append(os.getloadavg()[0])

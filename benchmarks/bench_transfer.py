@@ -65,6 +65,21 @@ def timed(argv: list[str], env: dict[str, str], cpus: list[float], **kw: object)
     return time.perf_counter() - start
 
 
+def tar_zstd(root: Path, dirs: list[str], out: Path) -> None:
+    """The export baseline: `tar -C ROOT -c DIRS | zstd -3 -o OUT`."""
+    tarp = subprocess.Popen(["tar", "-C", str(root), "-c", *dirs], stdout=subprocess.PIPE)
+    subprocess.run(["zstd", "-3", "-q", "-o", str(out)], stdin=tarp.stdout, check=True)
+    assert tarp.wait() == 0
+
+
+def unzstd_tar(archive: Path, dest: Path) -> None:
+    """The import baseline: `zstd -d -c ARCHIVE | tar -C DEST -x`, DEST made here (it must not exist)."""
+    dest.mkdir()
+    z = subprocess.Popen(["zstd", "-d", "-q", "-c", str(archive)], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-C", str(dest), "-x"], stdin=z.stdout, check=True)
+    assert z.wait() == 0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/var/tmp")
@@ -96,9 +111,7 @@ def main() -> None:
                              c_exp))
             (work / "b.tar.zst").unlink(missing_ok=True)
             t0, c0 = time.perf_counter(), cpu()
-            tarp = subprocess.Popen(["tar", "-C", str(work / "a" / "store"), "-c", *dirs], stdout=subprocess.PIPE)
-            subprocess.run(["zstd", "-3", "-q", "-o", str(work / "b.tar.zst")], stdin=tarp.stdout, check=True)
-            assert tarp.wait() == 0
+            tar_zstd(work / "a" / "store", dirs, work / "b.tar.zst")
             tar.append(time.perf_counter() - t0)
             c_tar.append(cpu() - c0)
             if args.export_only:
@@ -107,11 +120,8 @@ def main() -> None:
             env_b = {**os.environ, "TDX_HOME": str(work / "b")}
             imp.append(timed([*TDX, "store", "import", str(work / "b.tdx")], env_b, c_imp))
             remove_tree(work / "x")
-            (work / "x").mkdir()
             t0, c0 = time.perf_counter(), cpu()
-            z = subprocess.Popen(["zstd", "-d", "-q", "-c", str(work / "b.tar.zst")], stdout=subprocess.PIPE)
-            subprocess.run(["tar", "-C", str(work / "x"), "-x"], stdin=z.stdout, check=True)
-            assert z.wait() == 0
+            unzstd_tar(work / "b.tar.zst", work / "x")
             untar.append(time.perf_counter() - t0)
             c_untar.append(cpu() - c0)
         gib = args.mib / 1024
