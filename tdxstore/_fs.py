@@ -220,5 +220,6 @@ def atomic_stream(path: Path) -> Iterator[BinaryIO]:
             yield f
             f.finish()
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # the rename too, as `atomic_write` does
     finally:
         tmp.unlink(missing_ok=True)
