@@ -1,7 +1,7 @@
 """Types of the C dumper (`_nardump.c`); `nar.py` is its reference and its only user."""
 
 class Fault(Exception):
-    args: tuple[str, bytes, int]  # type: ignore[assignment]
+    args: tuple[str, bytes, int]
 
 class Dumper:
     def __init__(self, path: bytes, max_depth: int) -> None: ...

@@ -16,8 +16,17 @@ from pathlib import Path
 
 from tdxstore._fs import remove_tree
 from tdxstore.errors import NarError
-from tdxstore.store.nar import (_CREATE_CANONICAL, _PAD, _TIMES_NS, _WRITE_FLAGS, CHUNK, MAGIC, MAX_DEPTH, _str,
-                                _write_all)
+from tdxstore.store.nar import (
+    _CREATE_CANONICAL,
+    _PAD,
+    _TIMES_NS,
+    _WRITE_FLAGS,
+    CHUNK,
+    MAGIC,
+    MAX_DEPTH,
+    _str,
+    _write_all,
+)
 from tdxstore.store.normalise import CANONICAL_TIME
 
 try:
