@@ -41,7 +41,6 @@ MAGIC = b"nix-archive-1"
 MAX_DEPTH = 256  # deepest node (the root is 0) of a NAR that is restored, or dumped to leave the store
 CHUNK = 1 << 20  # files larger than this are streamed in chunks of this size
 _FLUSH = 1 << 18  # small writes are batched into one sink call per 256 KiB
-_C_CHUNK = 1 << 18  # what the C dumper hands out per sink call
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _TIMES_NS = (CANONICAL_TIME * 1_000_000_000,) * 2  # (atime, mtime) of every store file
@@ -362,18 +361,19 @@ def _export(path: Path, sink: Callable[[ByteChunk], None], copy: bool) -> int:
 
 
 def _dump_c(path: Path, sink: Callable[[ByteChunk], None], copy: bool) -> int:
-    """`_export` through the C dumper: it fills two buffers in turn, the GIL released while it reads."""
+    """`_export` through the C dumper: it fills two buffers of CHUNK in turn, the GIL released while it reads
+    (1 MiB: export was 0.90-0.99x as fast with 256 KiB)."""
     dumper = _nardump.Dumper(os.fsencode(path), MAX_DEPTH)
-    bufs = (bytearray(_C_CHUNK), bytearray(_C_CHUNK))
+    bufs = (bytearray(CHUNK), bytearray(CHUNK))
     views = (memoryview(bufs[0]), memoryview(bufs[1]))
     size = turn = 0
     try:
         while n := dumper.fill(bufs[turn]):
-            chunk = bufs[turn] if n == _C_CHUNK else views[turn][:n]  # a whole bytearray: scanners need no copy
+            chunk = bufs[turn] if n == CHUNK else views[turn][:n]  # a whole bytearray: scanners need no copy
             sink(bytes(chunk) if copy else chunk)
             size += n
             turn ^= 1
-            if n < _C_CHUNK:  # the NAR has ended
+            if n < CHUNK:  # the NAR has ended
                 break
     except _nardump.Fault as e:
         raise _c_fault(*e.args) from None

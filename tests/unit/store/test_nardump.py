@@ -69,13 +69,13 @@ def test_a_large_directory_sorted_by_bytes_in_full_chunks(tmp_path: Path) -> Non
         name = bytes([0x20 + i % 90, 0x80 + i % 120]) + str(i).encode() if i % 3 else str(i).encode()
         with open(os.fsencode(root) + b"/" + name, "wb") as f:
             f.write(os.urandom(i % 700) if i % 7 else b"")
-    write(root / "sub" / "exact", os.urandom(nar._C_CHUNK))
-    write(root / "sub" / "under", os.urandom(nar._C_CHUNK - 1))
+    write(root / "sub" / "exact", os.urandom(nar.CHUNK))
+    write(root / "sub" / "under", os.urandom(nar.CHUNK - 1))
     os.symlink("t" * 4095, root / "sub" / "longest-target")
     sizes: list[int] = []
     data = _dump("c", root, lambda c: sizes.append(len(c)))
     assert data == _dump("python", root)
-    assert len(sizes) > 4 and set(sizes[:-1]) == {nar._C_CHUNK} and 0 < sizes[-1] <= nar._C_CHUNK
+    assert len(sizes) > 3 and set(sizes[:-1]) == {nar.CHUNK} and 0 < sizes[-1] <= nar.CHUNK
 
 
 def test_a_file_that_shrinks_while_dumped(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_no_descriptor_left_open(tmp_path: Path) -> None:
     path = root
     for i in range(20):
         path = path / f"d{i}"
-        write(path / "a", os.urandom(nar._C_CHUNK // 3))  # "a" < "d": read before the walk goes deeper
+        write(path / "a", os.urandom(nar.CHUNK // 3))  # "a" < "d": read before the walk goes deeper
     os.mkfifo(path / "z-fifo")
     before = _open_fds()
     with pytest.raises(NarError):
