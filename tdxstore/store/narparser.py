@@ -16,7 +16,17 @@ from pathlib import Path
 
 from tdxstore._fs import remove_tree
 from tdxstore.errors import NarError
-from tdxstore.store.nar import _CREATE_CANONICAL, _PAD, _TIMES_NS, _WRITE_FLAGS, CHUNK, MAGIC, _str, _write_all
+from tdxstore.store.nar import (
+    _CREATE_CANONICAL,
+    _PAD,
+    _TIMES_NS,
+    _WRITE_FLAGS,
+    CHUNK,
+    MAGIC,
+    MAX_DEPTH,
+    _str,
+    _write_all,
+)
 from tdxstore.store.normalise import CANONICAL_TIME
 
 try:
@@ -24,7 +34,6 @@ try:
 except ImportError:  # not built (a checkout without a compiler): `Parser` does every restore
     _narc = None  # type: ignore[assignment]
 
-MAX_DEPTH = 256
 _MAX_TAG = 16  # longest tag is "executable"/"directory"
 _MAX_NAME = 255  # NAME_MAX
 _MAX_TARGET = 4095  # PATH_MAX - 1

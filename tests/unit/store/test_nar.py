@@ -120,7 +120,7 @@ def test_golden_file_without_nix(tmp_path: Path, nar_impl: str) -> None:
     assert not (out / "a").stat().st_mode & stat.S_IXUSR
 
 
-def test_dump_streams_in_several_writes(tmp_path: Path) -> None:
+def test_dump_streams_in_several_writes(tmp_path: Path, nar_impl: str) -> None:
     root = tmp_path / "root"
     _big(root)
     chunks: list[bytes] = []
@@ -130,7 +130,7 @@ def test_dump_streams_in_several_writes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["fifo", "socket", "chardev"])
-def test_special_files_refused(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_special_files_refused(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nar_impl: str) -> None:
     root = tmp_path / "root"
     root.mkdir()
     special = root / "special"
@@ -147,10 +147,11 @@ def test_special_files_refused(kind: str, tmp_path: Path, monkeypatch: pytest.Mo
         except PermissionError:
             pytest.skip("mknod of a character device needs CAP_MKNOD")
     for target in (root, special):
-        with pytest.raises(NarError) as err:
-            nar.hash_path(target)
-        assert err.value.code == "nar-unsupported-file"
-        assert "special" in err.value.message
+        for archive in (nar.hash_path, nar.dump_bytes):
+            with pytest.raises(NarError) as err:
+                archive(target)
+            assert err.value.code == "nar-unsupported-file"
+            assert f"{str(special)!r}: it is a {kind.replace('chardev', 'character device')}" in err.value.message
 
 
 # --- restore: round trip and hostile input -----------------------------------------------------------
@@ -262,6 +263,24 @@ def test_depth_limit_is_exactly_256(tmp_path: Path, nar_impl: str) -> None:
     assert nar.dump_bytes(tmp_path / "ok") == MAGIC + deep(256)
 
 
+def test_dump_refuses_what_restore_would_refuse(tmp_path: Path, nar_impl: str) -> None:
+    """A NAR leaving the store (`dump`, export) nests at most as deep as restore accepts; adding is not limited."""
+    narparser.restore(io.BytesIO(MAGIC + deep(256)).read, tmp_path / "t")  # a file at depth 256: fine
+    deepest = tmp_path / "t" / "/".join(["d"] * 255)
+    (deepest / "d").chmod(0o644)
+    (deepest / "d").unlink()
+    (deepest / "d").mkdir()
+    nar.dump_bytes(tmp_path / "t")  # an empty directory at depth 256: fine too
+    (deepest / "d" / "e").symlink_to("x")  # depth 257
+    for sink in (nar.dump_bytes, lambda p: nar.dump_chunks(p, lambda _c: None)):
+        with pytest.raises(NarError) as err:
+            sink(tmp_path / "t")
+        assert err.value.code == "nar-too-deep"
+        assert err.value.message == (f"cannot archive {str(deepest / 'd')!r}: its entries would be nested deeper "
+                                     "than 256 directories")
+    assert nar.hash_path(tmp_path / "t").size > 0  # hashing (adding, verifying) goes deeper
+
+
 def test_restore_refuses_existing_destination(tmp_path: Path, nar_impl: str) -> None:
     (tmp_path / "out").mkdir()
     with pytest.raises(NarError) as err:
@@ -368,10 +387,12 @@ def test_scan_rejects_bad_candidates(bad: str, tmp_path: Path) -> None:
     assert err.value.code == "invalid-store-path"
 
 
-def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(NarError) as err:
-        nar.hash_path(tmp_path / "nope")
-    assert err.value.code == "nar-unreadable" and "nope" in err.value.message
+def test_missing_path_is_a_clear_error(tmp_path: Path, nar_impl: str) -> None:
+    for archive in (nar.hash_path, nar.dump_bytes):
+        with pytest.raises(NarError) as err:
+            archive(tmp_path / "nope")
+        assert err.value.code == "nar-unreadable"
+        assert err.value.message == f"cannot read {str(tmp_path / 'nope')!r}: No such file or directory"
 
 
 def test_digest_formats(tmp_path: Path) -> None:

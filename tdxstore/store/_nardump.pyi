@@ -1,0 +1,9 @@
+"""Types of the C dumper (`_nardump.c`); `nar.py` is its reference and its only user."""
+
+class Fault(Exception):
+    args: tuple[str, bytes, int]
+
+class Dumper:
+    def __init__(self, path: bytes, max_depth: int) -> None: ...
+    def fill(self, buf: bytearray | memoryview, /) -> int: ...
+    def close(self) -> None: ...
