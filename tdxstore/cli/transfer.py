@@ -128,8 +128,18 @@ def _sink(output: str) -> Iterator[BinaryIO]:
         sys.stdout.buffer.flush()
         return
     from tdxstore._fs import atomic_stream
+    from tdxstore.errors import TransferError
 
-    with atomic_stream(Path(output)) as f:  # synced as it grows: no long fsync at the end
+    if Path(output).is_dir():  # found only by the rename, after the whole bundle was written
+        raise TransferError(f"cannot write the bundle {output!r}: it is a directory",
+                            hint="give -o a file name, for example bundle.tdx", code="export-output-unwritable")
+    with contextlib.ExitStack() as stack:
+        try:  # only creating the file: an error while writing is the export's own
+            f = stack.enter_context(atomic_stream(Path(output)))  # synced as it grows: no long fsync at the end
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            raise TransferError(f"cannot write the bundle {output!r}: {e.strerror} ({e.filename!r})",
+                                hint="give -o a file in an existing, writable directory",
+                                code="export-output-unwritable") from e
         yield f
 
 
