@@ -150,7 +150,7 @@ class _SyncBehind(io.FileIO):
     `write` or by `finish`, once; `close` always stops and joins the worker first.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | int) -> None:
         import threading
 
         super().__init__(path, "wb")
@@ -209,17 +209,69 @@ class _SyncBehind(io.FileIO):
 
 @contextlib.contextmanager
 def atomic_stream(path: Path) -> Iterator[BinaryIO]:
-    """A file streamed to `.NAME.partial` beside `path`, synced behind as it grows, renamed into place.
+    """A file streamed to a partial file of its own beside `path`, synced behind as it grows, renamed into place.
 
     Either `path` appears complete and on disk, or (on any error, Ctrl-C included) no file is left.
+    Each call writes its own hidden `.NAME.XXXXXXXX.partial` (created exclusively), so calls writing the
+    same `path` at once do not touch each other's bytes: the last rename wins, and `path` is always one
+    writer's whole file. A writer holds an exclusive `flock` on its partial file until it is done; the
+    kernel drops it when the process dies, so the partial files of killed runs (SIGKILL, power loss:
+    nothing removes them) are those nobody holds, and each call removes them before writing its own.
     """
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.unlink(missing_ok=True)  # left by a crashed run
+    _remove_stale_partials(path)
+    fd, tmp = _new_partial(path)
     try:
-        with _SyncBehind(tmp) as f:
+        with _SyncBehind(fd) as f:  # owns `fd`: closing it drops the lock
             yield f
             f.finish()
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # still locked, so no other call takes it for a killed run's
         fsync_dir(path.parent)  # the rename too, as `atomic_write` does
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _new_partial(path: Path) -> tuple[int, str]:
+    """A new partial file for `path`, open and locked; still at its name once locked (see below)."""
+    import fcntl
+
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o644)  # as a file `open` makes, not mkstemp's 0600
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Between mkstemp and flock another call may have taken this file for a killed run's and
+            # removed it: then it is no longer at `tmp`, and this call makes another.
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+                    return fd, tmp
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        os.close(fd)
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Remove the partial files of `path` that no live writer holds (left by killed runs)."""
+    import fcntl
+
+    prefix, suffix = f".{path.name}.", ".partial"
+    with os.scandir(path.parent) as entries:  # mkstemp's part between them: 8 characters, no dot
+        names = [e.name for e in entries if e.name.startswith(prefix) and e.name.endswith(suffix)
+                 and len(e.name) == len(prefix) + 8 + len(suffix) and "." not in e.name[len(prefix):-len(suffix)]]
+    for name in names:
+        full = os.path.join(path.parent, name)
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # gone already, or not a file this code made
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if stat.S_ISREG(os.fstat(fd).st_mode) and os.stat(full).st_ino == os.fstat(fd).st_ino:
+                os.unlink(full)
+        except OSError:
+            pass  # held by a live writer (EWOULDBLOCK), or renamed or removed meanwhile
+        finally:
+            os.close(fd)

@@ -15,12 +15,17 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperGroup
 
 from tdxstore.errors import NoSpaceError, TdxError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tdxstore.store.store import Store
 
 #: command name -> (module exposing `register(app: typer.Typer) -> None`, one-line help for `tdx --help`).
 #: The help is the first line of the command's docstring (tests/unit/cli/test_app.py checks it).
@@ -198,6 +203,31 @@ def main(argv: list[str] | None = None) -> int:
     return rv
 
 
+class _Opened(threading.local):
+    """The stores the command that this thread runs has opened (`open_store`); None outside `main`."""
+
+    stores: list[Store] | None = None
+
+
+_opened = _Opened()
+
+
+def open_store(home: Path | None = None) -> Store:
+    """Open the store for the running command; `main` closes it when the command ends, however it ends.
+
+    Every command opens its store through this, so closing is in one place (`_run`'s `finally`) and
+    not in each command: SQLite then checkpoints and removes the WAL as the command ends, on success,
+    on an error or on Ctrl-C, without waiting for the collector at exit. Outside `main` (a command
+    function called directly) the caller closes the store.
+    """
+    from tdxstore.store.store import Store
+
+    store = Store.open(home)
+    if _opened.stores is not None:
+        _opened.stores.append(store)
+    return store
+
+
 def _offline() -> Any:
     """`tdxstore.fetch.offline` if this process loaded it (a command that can run offline did); else None.
     Looked up, not imported: importing it would load the fetch code (and requests) for every command."""
@@ -205,6 +235,16 @@ def _offline() -> Any:
 
 
 def _run(argv: list[str] | None) -> int:
+    outer, _opened.stores = _opened.stores, []
+    try:
+        return _run_command(argv)
+    finally:
+        stores, _opened.stores = _opened.stores, outer
+        for store in reversed(stores):
+            store.close()
+
+
+def _run_command(argv: list[str] | None) -> int:
     if _offline() is not None:
         _offline().enable(False)  # a command run with --offline turns it on for itself
     try:

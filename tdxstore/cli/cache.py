@@ -68,17 +68,17 @@ def push_cmd(
                                            "`tdx store export` selects); repeatable."),
 ) -> None:
     """Copy the closures of store paths (or of TARGETs) to a binary cache; objects already there are skipped."""
+    from tdxstore.cli.app import open_store
     from tdxstore.cli.transfer import targets_of
     from tdxstore.errors import UsageError
     from tdxstore.store.bundle import select
     from tdxstore.store.cache import open_cache, push
-    from tdxstore.store.store import Store
 
     if not paths and not closure:
         raise UsageError("nothing to push", code="cache-push-nothing",
                          hint="name store paths, or --closure TDXFILE")
     target = open_cache(cache)  # an unknown scheme is refused before the store is opened
-    store = Store.open()
+    store = open_store()
     with store.gc_guard():
         sps = [store.parse(p) for p in paths or []]
         for sp in sps:

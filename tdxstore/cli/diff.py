@@ -28,11 +28,11 @@ def _is_tdxfile(path: Path) -> bool:
 
 def _build(path: Path, fmt: str | None) -> Path:
     """Build (or look up) the image of a TDXfile; its real store directory."""
+    from tdxstore.cli.app import open_store
     from tdxstore.cli.lock import prepare_build
     from tdxstore.image import pipeline
-    from tdxstore.store.store import Store
 
-    store = Store.open()
+    store = open_store()
     locked = prepare_build(path, False)
     with store.gc_guard():
         _plan, sp, _ran = pipeline.build(store, path, fmt=fmt, import_paths=locked,
@@ -47,8 +47,8 @@ def _at_revision(rev: str, path: Path, fmt: str | None) -> Path:
     import tempfile
 
     from tdxstore._fs import extract_tar, remove_tree
+    from tdxstore.cli.app import open_store
     from tdxstore.sandbox import process
-    from tdxstore.store.store import Store
 
     if rev.startswith("-"):
         raise DiffError(f"{rev!r} is not a git revision", code="diff-bad-revision")
@@ -61,7 +61,7 @@ def _at_revision(rev: str, path: Path, fmt: str | None) -> Path:
     if done.returncode != 0:
         raise DiffError(f"cannot read {str(rel)!r} at git revision {rev!r}: "
                         f"{done.stderr.decode('utf-8', 'replace').strip()}", code="diff-bad-revision")
-    home = Store.open().tmp
+    home = open_store().tmp
     tmp = Path(tempfile.mkdtemp(prefix="diff-rev-", dir=home))
     try:
         with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tf:
@@ -73,8 +73,8 @@ def _at_revision(rev: str, path: Path, fmt: str | None) -> Path:
 
 def _image_dir(arg: str, fmt: str | None) -> Path:
     """The real directory of the image `arg` names (building a TDXfile's image when needed)."""
+    from tdxstore.cli.app import open_store
     from tdxstore.store.path import split_logical
-    from tdxstore.store.store import Store
 
     path = Path(arg)
     if _is_tdxfile(path):
@@ -83,7 +83,7 @@ def _image_dir(arg: str, fmt: str | None) -> Path:
     if sep and rev and not path.exists() and split_logical(arg) is None and _is_tdxfile(Path(rest or ".")):
         return _at_revision(rev, Path(rest or "."), fmt)
     if split_logical(arg) is not None or path.is_symlink():
-        store = Store.open()
+        store = open_store()
         sp = store.parse(arg)
         if not store.is_valid(sp):
             raise DiffError(f"{sp} is not a valid store path", hint="build it first", code="diff-not-image")
@@ -96,18 +96,18 @@ def _image_dir(arg: str, fmt: str | None) -> Path:
 
 def _predicted(image: Path, blobs: Path) -> dict[str, object]:
     """The image's measurements predicted again with the blobs, on the firmware its manifest names."""
+    from tdxstore.cli.app import open_store
     from tdxstore.debian.pins import FIRMWARE_FILE
     from tdxstore.diff.image import predicted_manifest
     from tdxstore.disk.manifest import DEFAULT_PROFILE
     from tdxstore.measure import load_profile
-    from tdxstore.store.store import Store
 
     try:
         named = json.loads((image / "measurements.json").read_text()).get("firmware_store_path")
     except (OSError, ValueError) as e:
         raise DiffError(f"{str(image)!r} has no readable measurements.json", hint="--blobs needs UKI images",
                         code="diff-not-manifest") from e
-    store = Store.open()
+    store = open_store()
     sp = store.parse(str(named))
     if not store.is_valid(sp):
         raise DiffError(f"the firmware {sp} of {str(image)!r} is not in the store", hint="build the image here",

@@ -116,7 +116,7 @@ def parse_size(text: str) -> int:
 
 def _fetch_url(source: str, hash_only: bool, sha256: str | None, name: str | None, limits: Limits) -> None:
     from tdxstore.builders import fetch as fetch_mod
-    from tdxstore.store.store import Store
+    from tdxstore.cli.app import open_store
 
     if hash_only:
         if "://" in source and not source.startswith("file://"):
@@ -129,7 +129,7 @@ def _fetch_url(source: str, hash_only: bool, sha256: str | None, name: str | Non
         from tdxstore.fetch.hashspec import missing_hash_error
 
         raise missing_hash_error(source)
-    store = Store.open()
+    store = open_store()
     try:
         with _progress(_label(source)) as progress:
             path = fetch_mod.fetch(source, sha256, name=name, store=store, progress=progress, limits=limits)
@@ -141,8 +141,8 @@ def _fetch_url(source: str, hash_only: bool, sha256: str | None, name: str | Non
 def _fetch_git(source: str, hash_only: bool, sha256: str | None, tag: str | None, rev: str | None,
                submodules: bool, name: str | None) -> None:
     from tdxstore.builders import fetch as fetch_mod
+    from tdxstore.cli.app import open_store
     from tdxstore.fetch.git import check_git_url, check_ref
-    from tdxstore.store.store import Store
 
     check_git_url(source)
     check_ref(tag, rev)
@@ -155,7 +155,7 @@ def _fetch_git(source: str, hash_only: bool, sha256: str | None, tag: str | None
         from tdxstore.fetch.hashspec import missing_hash_error
 
         raise missing_hash_error(source, git=True)
-    store = Store.open()
+    store = open_store()
     try:
         path = fetch_mod.fetch_git(source, tag=tag, rev=rev, sha256=sha256, submodules=submodules,
                                    name=name, store=store)

@@ -19,15 +19,15 @@ def graph_cmd(
     dot: bool = typer.Option(False, "--dot", help="Print Graphviz dot instead of text."),
 ) -> None:
     """Show the store paths behind TARGET, marking binary seeds, sources and built outputs."""
+    from tdxstore.cli.app import open_store
     from tdxstore.errors import StoreError
     from tdxstore.store.derivation import Derivation
     from tdxstore.store.evaluate import resolve_targets
     from tdxstore.store.graph import build_graph, render_dot, render_text
     from tdxstore.store.path import StorePath, split_logical
     from tdxstore.store.realise import load_derivation
-    from tdxstore.store.store import Store
 
-    store = Store.open()
+    store = open_store()
     if split_logical(target) is not None and not target.endswith(".drv"):
         deriver = store.query(store.parse(target)).deriver
         if deriver is None:

@@ -46,15 +46,15 @@ def build_cmd(
     offline: bool = typer.Option(False, "--offline", help="Download nothing; list what is missing up front."),
 ) -> None:
     """Build the image a TDXfile describes; print its store path."""
+    from tdxstore.cli.app import open_store
     from tdxstore.cli.check import record_build
     from tdxstore.cli.lock import prepare_build
     from tdxstore.cli.transfer import configure
     from tdxstore.image import pipeline
     from tdxstore.store.gc import add_root
     from tdxstore.store.realise import Options
-    from tdxstore.store.store import Store
 
-    configure(store := Store.open(), offline)
+    configure(store := open_store(), offline)
     locked = prepare_build(tdxfile, frozen)  # the locked modules' store paths, first on sys.path
     if emit_mkosi is not None:
         from tdxstore.mkosi.config import write_config

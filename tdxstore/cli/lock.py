@@ -121,9 +121,9 @@ def lock_cmd(
     """Resolve the modules pyproject.toml declares and pin them (and the TDXfile's fetches) in tdx.lock."""
     from packaging.utils import canonicalize_name
 
+    from tdxstore.cli.app import open_store
     from tdxstore.errors import UsageError
     from tdxstore.lock.lockfile import LOCK_NAME, diff_locks, write_lock
-    from tdxstore.store.store import Store
 
     if names and not update:
         raise UsageError("module names are only accepted with --update", hint="tdx lock --update NAME",
@@ -131,11 +131,7 @@ def lock_cmd(
     directory = _directory(project)
     wanted = frozenset(canonicalize_name(n) for n in names or ()) if update else None
     _offline(offline)
-    store = Store.open()
-    try:
-        old, new, _ = lock_project(directory, store, update=wanted, index_url=index_url)
-    finally:
-        store.close()
+    old, new, _ = lock_project(directory, open_store(), update=wanted, index_url=index_url)
     changes = diff_locks(old, new) + _build_root_changes(old, new) + _package_changes(old, new)
     for line in changes:
         print(line)
@@ -184,11 +180,11 @@ def prepare_build(tdxfile: Path, frozen: bool = False, index_url: str | None = N
     """
     import os
 
+    from tdxstore.cli.app import open_store
     from tdxstore.fetch import record
     from tdxstore.lock.lockfile import LOCK_NAME, read_lock, write_lock
     from tdxstore.lock.materialise import import_paths
     from tdxstore.lock.project import PYPROJECT, check_sdk, read_project
-    from tdxstore.store.store import Store
 
     directory = _directory(tdxfile)
     lock_path = directory / LOCK_NAME
@@ -199,7 +195,7 @@ def prepare_build(tdxfile: Path, frozen: bool = False, index_url: str | None = N
                                 hint="declare the modules in pyproject.toml (if any) and run `tdx lock`",
                                 code="lock-missing")
         return []
-    store = Store.open()
+    store = open_store()
     try:
         if not lock_path.exists():
             if frozen:

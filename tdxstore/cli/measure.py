@@ -37,14 +37,14 @@ def _read(path: Path, what: str) -> bytes:
 
 def _store_real(path: Path) -> Path:
     """The real location of a logical `/tdx/store/<hash>-<name>[/sub]` path; other paths unchanged."""
+    from tdxstore.cli.app import open_store
     from tdxstore.store.path import split_logical
-    from tdxstore.store.store import Store
 
     found = split_logical(str(path))
     if found is None:
         return path
     sp, rest = found
-    store = Store.open()
+    store = open_store()
     if not store.is_valid(sp):
         raise UsageError(f"{sp.logical} is not a valid store path", hint="build or realise it first",
                          code="measure-unreadable")
@@ -68,10 +68,10 @@ def _built_image(tdxfile: Path) -> Path:
     """Build (or look up) the UKI image of a TDXfile through the pipeline; its real store directory."""
     import sys
 
+    from tdxstore.cli.app import open_store
     from tdxstore.image import pipeline
-    from tdxstore.store.store import Store
 
-    store = Store.open()
+    store = open_store()
     _plan, sp, _ran = pipeline.build(store, tdxfile, fmt="uki",
                                      phase=lambda m: print(m, file=sys.stderr, flush=True))
     return store.real_path(sp)
@@ -95,10 +95,10 @@ def _image_inputs(image: Path) -> tuple[bytes, bytes | None]:
 def _firmware_file(firmware: Path | None) -> Path:
     """--firmware as a file: a given file, the OVMF.fd of a firmware store path, or the pinned firmware."""
     if firmware is None:
+        from tdxstore.cli.app import open_store
         from tdxstore.image.pinned import realise_firmware
-        from tdxstore.store.store import Store
 
-        return realise_firmware(Store.open())[1]
+        return realise_firmware(open_store())[1]
     path = _store_real(firmware)
     if path.is_dir():  # a firmware store path
         from tdxstore.debian.pins import FIRMWARE_FILE

@@ -39,11 +39,11 @@ def realise_cmd(
     offline: bool = typer.Option(False, "--offline", help="Download nothing; list what is missing up front."),
 ) -> None:
     """Build a derivation (and what it needs) and print its output paths."""
+    from tdxstore.cli.app import open_store
     from tdxstore.cli.transfer import configure
     from tdxstore.store.realise import Options
-    from tdxstore.store.store import Store
 
-    store = Store.open()
+    store = open_store()
     configure(store, offline)
     # One GC guard from evaluation to the result links: a gc waits until the outputs are rooted.
     with store.gc_guard():
@@ -97,11 +97,11 @@ def _realise(store: Store, target: str, out_link: Path | None, dry_run: bool, op
 
 def log_cmd(path: str = typer.Argument(..., help="An output path or .drv path.")) -> None:
     """Print the build log of a path."""
+    from tdxstore.cli.app import open_store
     from tdxstore.errors import StoreError
     from tdxstore.store.build import read_log
-    from tdxstore.store.store import Store
 
-    store = Store.open()
+    store = open_store()
     sp = store.parse(path)
     drv = sp if sp.is_derivation else store.query(sp).deriver
     if drv is None or not store.log_path(drv).exists():
@@ -114,13 +114,13 @@ def show_derivation_cmd(
     path: str = typer.Argument(..., help="A .drv path, an output path, or FILE.py[:ATTR]."),
 ) -> None:
     """Print a derivation as readable JSON."""
+    from tdxstore.cli.app import open_store
     from tdxstore.store.drvcodec import to_json
     from tdxstore.store.evaluate import resolve_targets
     from tdxstore.store.path import split_logical
     from tdxstore.store.realise import load_derivation
-    from tdxstore.store.store import Store
 
-    store = Store.open()
+    store = open_store()
     if split_logical(path) is not None and not path.endswith(".drv"):
         deriver = store.query(store.parse(path)).deriver
         if deriver is None:
@@ -139,9 +139,9 @@ def why_depends_cmd(
     dependency: str = typer.Argument(..., help="The path it (maybe) depends on."),
 ) -> None:
     """Show a chain of references from PACKAGE to DEPENDENCY, and where each reference occurs."""
-    from tdxstore.store.store import Store
+    from tdxstore.cli.app import open_store
     from tdxstore.store.why import why_depends
 
-    store = Store.open()
+    store = open_store()
     for line in why_depends(store, store.parse(package), store.parse(dependency)):
         print(line)

@@ -48,14 +48,14 @@ def resolve_image(target: Path) -> Path | None:
 
 def build_uki(tdxfile: Path, out: Path) -> Path:
     """`tdx build TDXFILE --format uki -o OUT`, the same path: evaluate, realise, link out/NAME (a GC root)."""
+    from tdxstore.cli.app import open_store
     from tdxstore.cli.lock import prepare_build
     from tdxstore.image import pipeline
     from tdxstore.store.gc import add_root
     from tdxstore.store.realise import Options
-    from tdxstore.store.store import Store
 
     locked = prepare_build(tdxfile, False)
-    store = Store.open()
+    store = open_store()
     with store.gc_guard():
         plan, image, ran = pipeline.build(store, tdxfile, fmt="uki", options=Options(), phase=_say,
                                          import_paths=locked)

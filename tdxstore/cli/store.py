@@ -28,9 +28,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _open() -> Store:
-    from tdxstore.store.store import Store
+    from tdxstore.cli.app import open_store
 
-    return Store.open()
+    return open_store()
 
 
 def _human(n: int) -> str:

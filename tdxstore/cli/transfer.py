@@ -102,11 +102,11 @@ def export_cmd(
                                                                     "TDXfile targets, not what rebuilds them."),
 ) -> None:
     """Write the closure of TARGETs (for a TDXfile or .drv: everything needed to rebuild it) as a bundle."""
+    from tdxstore.cli.app import open_store
     from tdxstore.errors import TransferError
     from tdxstore.store.bundle import export_bundle, select
-    from tdxstore.store.store import Store
 
-    store = Store.open()
+    store = open_store()
     with store.gc_guard():
         paths, drvs = targets_of(store, targets)
         sel = select(store, paths, drvs, outputs_only=outputs_only)
@@ -128,8 +128,18 @@ def _sink(output: str) -> Iterator[BinaryIO]:
         sys.stdout.buffer.flush()
         return
     from tdxstore._fs import atomic_stream
+    from tdxstore.errors import TransferError
 
-    with atomic_stream(Path(output)) as f:  # synced as it grows: no long fsync at the end
+    if Path(output).is_dir():  # found only by the rename, after the whole bundle was written
+        raise TransferError(f"cannot write the bundle {output!r}: it is a directory",
+                            hint="give -o a file name, for example bundle.tdx", code="export-output-unwritable")
+    with contextlib.ExitStack() as stack:
+        try:  # only creating the file: an error while writing is the export's own
+            f = stack.enter_context(atomic_stream(Path(output)))  # synced as it grows: no long fsync at the end
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            raise TransferError(f"cannot write the bundle {output!r}: {e.strerror} ({e.filename!r})",
+                                hint="give -o a file in an existing, writable directory",
+                                code="export-output-unwritable") from e
         yield f
 
 
@@ -153,15 +163,15 @@ def import_cmd(
                                        help="Accept unsigned paths even when trusted keys are configured."),
 ) -> None:
     """Verify and add every path of a bundle (nothing is registered unless the whole bundle checks out)."""
+    from tdxstore.cli.app import open_store
     from tdxstore.errors import TransferError
     from tdxstore.store.bundle import import_bundle
     from tdxstore.store.settings import load_settings
-    from tdxstore.store.store import Store
 
     trusted: list[PublicKey] | None = _keys(require_signature) or list(load_settings().trusted_keys) or None
     if no_signatures:
         trusted = None
-    store = Store.open()
+    store = open_store()
     try:
         src = sys.stdin.buffer if bundle == "-" else open(bundle, "rb")  # noqa: SIM115
     except OSError as e:
@@ -181,9 +191,9 @@ def sign_cmd(
     recursive: bool = typer.Option(False, "--closure", help="Sign the paths' whole closures."),
 ) -> None:
     """Sign store paths with a secret key; the signatures travel in bundles and caches."""
+    from tdxstore.cli.app import open_store
     from tdxstore.errors import TransferError
     from tdxstore.store.signing import SecretKey
-    from tdxstore.store.store import Store
     from tdxstore.store.transfer import record_of
 
     try:
@@ -191,7 +201,7 @@ def sign_cmd(
     except (OSError, UnicodeDecodeError) as e:
         raise TransferError(f"cannot read the key file {str(key)!r}: {e}", code="key-invalid") from e
     secret = SecretKey.parse(text, repr(str(key)))
-    store = Store.open()
+    store = open_store()
     sps = [store.parse(p) for p in paths]
     for sp in sps:
         store.query(sp)

@@ -21,8 +21,9 @@ import zstandard
 
 from tdxstore.errors import StorePathError, TransferError
 from tdxstore.store import base32
+from tdxstore.store._refscan import ByteChunk
 from tdxstore.store.cache_backends import Cache, CacheDown, FileCache, open_cache
-from tdxstore.store.nar import dump
+from tdxstore.store.nar import dump_chunks
 from tdxstore.store.path import STORE_DIR, StorePath
 from tdxstore.store.settings import Settings
 from tdxstore.store.signing import PublicKey, trusted_by
@@ -141,10 +142,10 @@ def _compress(store: Store, sp: StorePath, dest: Path) -> tuple[Path, str, int]:
     cctx = zstandard.ZstdCompressor(level=3, write_checksum=True)
     with open(dest, "wb") as f, cctx.stream_writer(cast(IO[bytes], _Out()), closefd=False) as z:
 
-        def write(chunk: bytes) -> None:
-            z.write(chunk)
+        def write(chunk: ByteChunk) -> None:
+            z.write(chunk)  # zstd copies the chunk in before it returns, as `dump_chunks` needs
 
-        dump(store.real_path(sp), write)
+        dump_chunks(store.real_path(sp), write)  # the dumper's buffers themselves: no copy of every byte
     return dest, base32.encode(file_hash.digest()), size
 
 

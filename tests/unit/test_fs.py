@@ -149,3 +149,62 @@ def test_a_sync_error_in_the_worker_reaches_the_writer_once(tmp_path: Path, monk
         drained.set()
         t.join()
         os.close(reader)
+
+
+
+@pytest.mark.parametrize("last", [0, 1], ids=["first-finishes-last", "second-finishes-last"])
+def test_two_atomic_streams_to_one_path_at_once_do_not_clobber_each_other(tmp_path: Path, last: int) -> None:
+    """Two exports to the same `-o` file at once, their writes interleaved: each writes a partial file
+    of its own, the one that finishes last is the file (whole), and no partial file is left."""
+    import os
+
+    from tdxstore import _fs
+
+    out = tmp_path / "b.tdx"
+    data = [os.urandom(300_000), os.urandom(250_000)]
+    streams = [_fs.atomic_stream(out), _fs.atomic_stream(out)]
+    files = [s.__enter__() for s in streams]  # the second starts while the first is open
+    partials = [p.name for p in tmp_path.iterdir()]
+    assert len(partials) == 2 and all(n.startswith(".b.tdx.") and n.endswith(".partial") for n in partials)
+    for i in range(0, len(data[0]), 50_000):
+        for f, d in zip(files, data, strict=True):
+            f.write(d[i:i + 50_000])
+    streams[1 - last].__exit__(None, None, None)
+    assert out.read_bytes() == data[1 - last]
+    streams[last].__exit__(None, None, None)
+    assert out.read_bytes() == data[last]
+    assert os.listdir(tmp_path) == ["b.tdx"] and _syncers() == 0
+
+
+def test_atomic_stream_removes_the_partial_file_of_a_killed_run_only(tmp_path: Path) -> None:
+    """A writer killed with SIGKILL leaves its partial file; the next call removes it (nobody holds its
+    lock), but not the partial file of a writer still running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tdxstore import _fs
+
+    out = tmp_path / "b.tdx"
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from tdxstore._fs import atomic_stream\n"
+         "with atomic_stream(Path(sys.argv[1])) as f:\n f.write(b'x' * 1000); print('ready', flush=True); "
+         "time.sleep(60)", str(out)], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        with _fs.atomic_stream(out) as f:  # the child is alive: its partial file stays
+            f.write(b"mine")
+            assert len([p for p in tmp_path.iterdir() if p.name.endswith(".partial")]) == 2
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+    assert out.read_bytes() == b"mine"
+    stale = [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    assert len(stale) == 1  # the killed child's
+    (tmp_path / ".b.tdx.partial").write_bytes(b"")  # a name of another shape: not this code's, kept
+    with _fs.atomic_stream(out) as f:
+        f.write(b"again")
+    assert sorted(os.listdir(tmp_path)) == [".b.tdx.partial", "b.tdx"] and out.read_bytes() == b"again"

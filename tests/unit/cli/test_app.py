@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import typer
 
 from tdxstore.cli.app import COMMANDS, load_command
@@ -99,12 +100,36 @@ def test_console_script_collects_garbage_while_the_command_runs_and_passes_its_e
     assert unknown.returncode == 2 and "No such command" in unknown.stderr
 
 
-def test_console_script_closes_the_store_database_at_exit(tmp_path: Path) -> None:
-    """What a command made is still collected at exit, so SQLite checkpoints and removes its WAL."""
+# Run as the console script does, and again with no collection at all and no interpreter teardown
+# (os._exit right after `main`): there only the command's own closing can remove the WAL.
+_RUNNERS = {
+    "console-script": "from tdxstore.cli.entry import run; run()",
+    "closed-by-the-command": "import gc, os, sys; gc.disable(); from tdxstore.cli.app import main; "
+                             "rc = main(sys.argv[1:]); sys.stdout.flush(); sys.stderr.flush(); os._exit(rc)",
+}
+
+
+@pytest.mark.parametrize("runner", sorted(_RUNNERS))
+def test_every_command_closes_the_store_database_it_opened(tmp_path: Path, runner: str) -> None:
+    """Every command closes its store as it ends (on success and on a user error), so SQLite
+    checkpoints and removes its WAL: none is left behind after the console script exits."""
     src = tmp_path / "f.txt"
     src.write_text("hello\n")
     home = tmp_path / "home"
-    subprocess.run([sys.executable, "-c", "from tdxstore.cli.entry import run; run()", "store", "add", str(src)],
-                   check=True, capture_output=True, env={**os.environ, "TDX_HOME": str(home)})
-    assert (home / "db.sqlite").is_file()
-    assert not (home / "db.sqlite-wal").exists() and not (home / "db.sqlite-shm").exists()
+
+    def tdx(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-c", _RUNNERS[runner], *args], capture_output=True, text=True,
+                              env={**os.environ, "TDX_HOME": str(home)})
+        assert (home / "db.sqlite").is_file()
+        assert not (home / "db.sqlite-wal").exists() and not (home / "db.sqlite-shm").exists(), (args, proc)
+        return proc
+
+    added = tdx("store", "add", str(src))
+    assert added.returncode == 0, added.stderr
+    sp = added.stdout.strip()
+    assert tdx("store", "ls").stdout.split() == [sp]
+    assert tdx("store", "path-info", sp).returncode == 0
+    missing = tdx("store", "path-info", sp[:-len("f.txt")] + "g.txt")  # a user error: exit 1, one message
+    assert missing.returncode == 1 and missing.stderr.startswith("error: "), missing.stderr
+    exported = tdx("store", "export", sp, "-o", str(tmp_path / "f.tdx"))
+    assert exported.returncode == 0 and (tmp_path / "f.tdx").stat().st_size > 0, exported.stderr

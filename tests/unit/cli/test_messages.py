@@ -62,3 +62,22 @@ def test_verify_reports_what_killed_processes_left_in_tmp(tmp_path: Path) -> Non
     assert tdx(home, "store", "gc").returncode == 0
     assert not dead.exists() and live.exists()
     assert "leftover" not in tdx(home, "store", "verify").stdout
+
+
+@pytest.mark.parametrize(("output", "says"), [
+    ("nodir/b.tdx", "No such file or directory"),
+    ("afile/b.tdx", "Not a directory"),
+    ("adir", "it is a directory"),
+], ids=["missing-directory", "under-a-file", "a-directory"])
+def test_export_to_an_output_that_cannot_be_written(tmp_path: Path, output: str, says: str) -> None:
+    """One message naming the -o path, before any bundle byte is written; nothing is left behind."""
+    src = tmp_path / "f.txt"
+    src.write_text("x\n")
+    home = tmp_path / "home"
+    sp = tdx(home, "store", "add", str(src)).stdout.strip()
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    error = one_error(tdx(home, "store", "export", sp, "-o", str(tmp_path / output)))
+    assert error.startswith(f"error: cannot write the bundle {str(tmp_path / output)!r}: ") and says in error
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
