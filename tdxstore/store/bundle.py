@@ -23,11 +23,18 @@ import cbor2
 import zstandard
 
 from tdxstore.errors import StorePathError, TransferError
-from tdxstore.store._refscan import ByteChunk, HashBeside
-from tdxstore.store.nar import dump_chunks
+from tdxstore.store._refscan import ByteChunk
 from tdxstore.store.path import STORE_DIR, StorePath
 from tdxstore.store.store import Store
-from tdxstore.store.transfer import PathRecord, arrive, check_arrival_order, dependency_order, record_of, register
+from tdxstore.store.transfer import (
+    CheckedDump,
+    PathRecord,
+    arrive,
+    check_arrival_order,
+    dependency_order,
+    record_of,
+    register,
+)
 
 if TYPE_CHECKING:  # (realise pulls in the fetchers and requests, signing cryptography: about 0.1 s that
     # `tdx store import` of an unsigned bundle does not need; they are imported where they are used)
@@ -169,43 +176,29 @@ def export_bundle(store: Store, roots: Sequence[StorePath], out: BinaryIO, *,
     """Write the closure of `roots` to `out` as one bundle; each NAR is checked against the database.
 
     Three things run at once: this thread walks the store and hands the NAR bytes over without a
-    copy (`dump_chunks`), a worker hashes each chunk while zstd's stream writer copies it in (the GIL
-    is released for both), and zstd's own workers compress. `threads=-1` is zstd's multi-threaded
-    framing: its output depends on the level and the bytes, not on how they are cut into writes or on
-    the number of workers (`test_export_bytes_do_not_depend_on_batching_or_workers`).
+    copy (the C dumper, through `CheckedDump`), a worker hashes each chunk while zstd's stream writer
+    copies it in (the GIL is released for all three), and zstd's own workers compress. `threads=-1`
+    is zstd's multi-threaded framing: its output depends on the level and the bytes, not on how they
+    are cut into writes or on the number of workers (`test_export_bytes_do_not_depend_on_batching_or_workers`).
     """
-    import hashlib
-
     records = [record_of(store, p) for p in dependency_order(store, roots)]
     total = sum(r.nar_size for r in records)
     notify = progress or (lambda _b, _t, _p, _n: None)
     state = {"done": 0, "path": 0}
-    hasher = HashBeside(hashlib.sha256(), "export-hash")
     cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=ZSTD_THREADS)
-    try:
-        with cctx.stream_writer(out, closefd=False) as z:
+    with CheckedDump(store) as dump, cctx.stream_writer(out, closefd=False) as z:
 
-            def write(chunk: ByteChunk) -> None:
-                hasher(chunk)  # the worker hashes it while zstd copies it in
-                z.write(chunk)
-                state["done"] += len(chunk)
-                notify(state["done"], total, state["path"], len(records))
+        def write(chunk: ByteChunk) -> None:
+            z.write(chunk)
+            state["done"] += len(chunk)
+            notify(state["done"], total, state["path"], len(records))
 
-            header = encode_header(records)
-            z.write(MAGIC + len(header).to_bytes(8, "little") + header)
-            for i, r in enumerate(records):
-                state["path"] = i
-                h = hashlib.sha256()
-                hasher.restart(h)
-                size = dump_chunks(store.real_path(r.path), write)
-                hasher.finish()
-                if f"sha256:{h.hexdigest()}" != r.nar_hash or size != r.nar_size:
-                    raise TransferError(f"{r.path} no longer matches its registered NAR hash; the bundle is "
-                                        "incomplete", hint="run `tdx store verify` and rebuild or re-add that path",
-                                        code="export-corrupt-path")
-            z.write(END)
-    finally:
-        hasher.close()  # no worker outlives the call, whatever happened
+        header = encode_header(records)
+        z.write(MAGIC + len(header).to_bytes(8, "little") + header)
+        for i, r in enumerate(records):
+            state["path"] = i
+            dump(r, write, what="the bundle")
+        z.write(END)
     notify(total, total, len(records), len(records))
     return Summary(len(records), total)
 

@@ -21,14 +21,12 @@ import zstandard
 
 from tdxstore.errors import StorePathError, TransferError
 from tdxstore.store import base32
-from tdxstore.store._refscan import ByteChunk
 from tdxstore.store.cache_backends import Cache, CacheDown, FileCache, open_cache
-from tdxstore.store.nar import dump_chunks
 from tdxstore.store.path import STORE_DIR, StorePath
 from tdxstore.store.settings import Settings
 from tdxstore.store.signing import PublicKey, trusted_by
 from tdxstore.store.store import Store
-from tdxstore.store.transfer import PathRecord, dependency_order, record_of, register, stage
+from tdxstore.store.transfer import CheckedDump, PathRecord, dependency_order, record_of, register, stage
 
 __all__ = ["Cache", "CacheDown", "CacheSummary", "NarInfo", "PushReport", "Substituters", "open_cache",
            "parse_narinfo", "push", "substituters_from", "summary"]
@@ -103,32 +101,37 @@ class PushReport:
 
 
 def push(store: Store, cache: Cache, paths: Sequence[StorePath]) -> PushReport:
-    """Push the closures of `paths` (references first); paths whose narinfo exists are skipped."""
+    """Push the closures of `paths` (references first); paths whose narinfo exists are skipped.
+
+    Each NAR is checked against its registered hash as it is compressed: a path damaged in the store
+    is refused before its objects are put, never published with a NarHash it does not have.
+    """
     pushed = present = total = 0
     try:
         if cache.get("nix-cache-info") is None:
             cache.put("nix-cache-info", CACHE_INFO.encode())
-        for sp in dependency_order(store, paths):
-            if cache.get(f"{sp.hash_part}.narinfo") is not None:
-                present += 1
-                continue
-            record = record_of(store, sp)
-            with store.temp_dir("push") as tmp:
-                obj, file_hash, size = _compress(store, sp, tmp / "nar.zst")
-                url = f"nar/{file_hash}.nar.zst"
-                cache.put(url, obj)
-                cache.put(f"{sp.hash_part}.narinfo",
-                          NarInfo(record, url, f"sha256:{file_hash}", size).render().encode())
-            pushed += 1
-            total += size
+        with CheckedDump(store) as dump:  # one hash worker for every path
+            for sp in dependency_order(store, paths):
+                if cache.get(f"{sp.hash_part}.narinfo") is not None:
+                    present += 1
+                    continue
+                record = record_of(store, sp)
+                with store.temp_dir("push") as tmp:
+                    obj, file_hash, size = _compress(dump, record, tmp / "nar.zst")
+                    url = f"nar/{file_hash}.nar.zst"
+                    cache.put(url, obj)
+                    cache.put(f"{sp.hash_part}.narinfo",
+                              NarInfo(record, url, f"sha256:{file_hash}", size).render().encode())
+                pushed += 1
+                total += size
     except CacheDown as e:
         raise TransferError(f"the cache {cache.url} is unreachable: {e}", code="cache-unreachable",
                             hint="check the URL and that the server runs") from e
     return PushReport(pushed, present, total)
 
 
-def _compress(store: Store, sp: StorePath, dest: Path) -> tuple[Path, str, int]:
-    """The path's NAR, zstd-compressed into `dest`; (dest, base-32 SHA-256 of the file, its size)."""
+def _compress(dump: CheckedDump, record: PathRecord, dest: Path) -> tuple[Path, str, int]:
+    """The path's NAR, checked and zstd-compressed into `dest`; (dest, base-32 SHA-256 of the file, its size)."""
     file_hash = hashlib.sha256()
     size = 0
 
@@ -141,11 +144,7 @@ def _compress(store: Store, sp: StorePath, dest: Path) -> tuple[Path, str, int]:
 
     cctx = zstandard.ZstdCompressor(level=3, write_checksum=True)
     with open(dest, "wb") as f, cctx.stream_writer(cast(IO[bytes], _Out()), closefd=False) as z:
-
-        def write(chunk: ByteChunk) -> None:
-            z.write(chunk)  # zstd copies the chunk in before it returns, as `dump_chunks` needs
-
-        dump_chunks(store.real_path(sp), write)  # the dumper's buffers themselves: no copy of every byte
+        dump(record, z.write, what="the push of this path")  # zstd copies each chunk in before it returns
     return dest, base32.encode(file_hash.digest()), size
 
 

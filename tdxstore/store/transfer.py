@@ -1,6 +1,7 @@
 """Moving store paths between stores: the metadata a path travels with, and its safe arrival (L3).
 
-Bundles (`bundle.py`) and binary caches (`cache.py`) both carry a `PathRecord` per path and its NAR.
+Bundles (`bundle.py`) and binary caches (`cache.py`) both carry a `PathRecord` per path and its NAR,
+which leaves the store only through `CheckedDump`: checked against its registered hash as it is sent.
 Arrival never trusts the sender: a NAR is restored under `tmp/` (created canonical) from a source
 that hashes it and stops at the declared size, checked against the declared hash before anything is
 registered; a content-addressed path must hash to its own name; references must be valid or arrive
@@ -19,7 +20,8 @@ from typing import Protocol
 from tdxstore._fs import remove_tree
 from tdxstore.errors import NarError, StorePathError, TransferError
 from tdxstore.store import base32
-from tdxstore.store.nar import NarDigest
+from tdxstore.store._refscan import ByteChunk, HashBeside
+from tdxstore.store.nar import NarDigest, dump_chunks
 from tdxstore.store.narparser import restore_from
 from tdxstore.store.path import StorePath, make_fixed_output_path, make_text_path
 from tdxstore.store.store import Store
@@ -81,6 +83,43 @@ def record_of(store: Store, sp: StorePath) -> PathRecord:
     info = store.query(sp)
     return PathRecord(sp, info.nar_hash, info.nar_size, tuple(info.references), info.deriver, info.ca,
                       tuple(store.db.signatures(sp.base_name)))
+
+
+class CheckedDump:
+    """Sends a store path's NAR to a sink while a worker hashes it; a path that no longer matches its
+    registration is refused (code "export-corrupt-path") once its bytes have passed, not sent as good.
+
+    The sink gets the dumper's own buffers (`nar.dump_chunks`) and must be done with a chunk when it
+    returns (zstd's stream writer is). One worker serves every path of a `with` block.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._hasher = HashBeside(hashlib.sha256(), "dump-hash")
+
+    def __enter__(self) -> CheckedDump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hasher.close()  # no worker outlives the block, whatever happened
+
+    def __call__(self, record: PathRecord, sink: Callable[[ByteChunk], object], *, what: str) -> int:
+        """Dump `record.path` to `sink`; `what` names what a refusal leaves incomplete ("the bundle")."""
+        h = hashlib.sha256()
+        self._hasher.restart(h)
+        hasher = self._hasher
+
+        def both(chunk: ByteChunk) -> None:
+            hasher(chunk)  # the worker hashes it while the sink takes it
+            sink(chunk)
+
+        size = dump_chunks(self._store.real_path(record.path), both)
+        hasher.finish()
+        if f"sha256:{h.hexdigest()}" != record.nar_hash or size != record.nar_size:
+            raise TransferError(f"{record.path} no longer matches its registered NAR hash; {what} is incomplete",
+                                hint="run `tdx store verify` and rebuild or re-add that path",
+                                code="export-corrupt-path")
+        return size
 
 
 def dependency_order(store: Store, paths: Iterable[StorePath]) -> list[StorePath]:
