@@ -24,12 +24,16 @@ def _dump(impl: str, path: Path, sink: Callable[[nar.ByteChunk], None] | None = 
             sink(chunk)
         parts.append(bytes(chunk))
 
+    before = os.environ.get("TDX_NAR_PYTHON")
     os.environ["TDX_NAR_PYTHON"] = "1" if impl == "python" else "0"
     try:
         assert nar.implementation() == impl
         size = nar.dump_chunks(path, collect)
-    finally:
-        del os.environ["TDX_NAR_PYTHON"]
+    finally:  # as it was: a run with TDX_NAR_PYTHON=1 keeps it for the tests after this one
+        if before is None:
+            del os.environ["TDX_NAR_PYTHON"]
+        else:
+            os.environ["TDX_NAR_PYTHON"] = before
     data = b"".join(parts)
     assert size == len(data)
     return data
