@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -27,9 +28,15 @@ from tdxstore.sandbox import process, supervise
 
 # Under KVM the host's CPU model; under TCG the model the boot tests found reliable (qemu.DEFAULT_CPU).
 KVM_CPU = "host"
-# Nested KVM on some hosts cannot emulate OVMF's first instructions from pflash ("emulation failure",
-# seen on the development machine): QEMU prints this and stops the vCPU, so the run is retried under TCG.
-KVM_FAULT = b"KVM internal error"
+# What QEMU prints when KVM cannot run this VM on this host; under `--accel auto` the run is then retried
+# under TCG. Each was seen on a machine this project ran on:
+#  - nested KVM that cannot emulate OVMF's first instructions from pflash: "KVM internal error. Suberror: 1"
+#    ("emulation failure"), and QEMU stops the vCPU;
+#  - nested KVM on an AMD EPYC guest that refuses an MSR `-cpu host` sets when the vCPU is created
+#    (0x10a, IA32_ARCH_CAPABILITIES): "error: failed to set MSR 0x10a to 0x69", then QEMU aborts on an
+#    assertion in its KVM code ("../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion ...").
+# The last two are QEMU's own error lines (prefixed with its name), so a guest printing them does not match.
+KVM_FAULT = re.compile(rb"KVM internal error|qemu-system-x86_64: (?:error: failed to set MSR|\S*/kvm/kvm\.c:\d+:)")
 _KVM_GET_API_VERSION = 0xAE00
 _TAIL_LINES = 30
 
@@ -139,18 +146,29 @@ def check_bootable(uki: Path, ovmf_code: Path = OVMF_CODE, ovmf_vars: Path = OVM
                          hint="apt-get install qemu-system-x86")
 
 
+def kvm_fault(output: bytes) -> str | None:
+    """The line of `output` that says KVM cannot run this VM (KVM_FAULT), or None."""
+    found = KVM_FAULT.search(output)
+    if found is None:
+        return None
+    start = output.rfind(b"\n", 0, found.start()) + 1
+    end = output.find(b"\n", found.end())
+    return output[start:None if end < 0 else end].decode("utf-8", "replace").strip()
+
+
 class _Sink:
     """QEMU's output: to the console callback and the log; notices a KVM fault (then stops the VM)."""
 
     def __init__(self, console: Console, log: BinaryIO | None, watch_kvm: bool) -> None:
         self.console, self.log, self.watch_kvm = console, log, watch_kvm
-        self.kvm_fault = False
+        self.kvm_fault: str | None = None
         self.tail = b""
 
     def __call__(self, chunk: bytes) -> bool:
         self.tail = (self.tail + chunk)[-8192:]
-        if self.watch_kvm and KVM_FAULT in self.tail:
-            self.kvm_fault = True
+        if self.watch_kvm and self.kvm_fault is None:
+            self.kvm_fault = kvm_fault(self.tail)
+        if self.kvm_fault is not None:
             return True
         self.console(chunk)
         if self.log is not None:
@@ -164,7 +182,7 @@ def run_vm(uki: Path, *, memory_mb: int = 1024, forwards: Sequence[PortForward] 
            console_log: Path | None = None, timeout: float | None = None) -> VmExit:
     """Boot `uki` and stream its serial console until QEMU exits (or `timeout`, or KeyboardInterrupt).
 
-    `Accel.AUTO` uses KVM when /dev/kvm is usable and falls back to TCG when KVM faults OVMF.
+    `Accel.AUTO` uses KVM when /dev/kvm is usable and falls back to TCG when QEMU says KVM cannot run the VM.
     Raises ImageError `vm-failed` when QEMU itself exits with an error (its message in the detail).
     """
     check_bootable(uki)
@@ -185,13 +203,13 @@ def run_vm(uki: Path, *, memory_mb: int = 1024, forwards: Sequence[PortForward] 
             start = time.monotonic()
             result = supervise(argv, env=process.host_env({"LC_ALL": "C"}), cwd=None, log=discard,
                                timeout=timeout, on_output=sink)
-            if sink.kvm_fault and accel is Accel.AUTO:
-                say("KVM cannot run OVMF on this host (emulation failure); booting again under TCG")
+            if sink.kvm_fault is not None and accel is Accel.AUTO:
+                say(f"KVM cannot run this VM on this host (QEMU: {sink.kvm_fault}); booting again under TCG")
                 chosen, fell_back = Accel.TCG, True
                 continue
             seconds = time.monotonic() - start
             break
-    if (result.reason is None and result.returncode != 0) or sink.kvm_fault:
+    if (result.reason is None and result.returncode != 0) or sink.kvm_fault is not None:
         raise ImageError(f"QEMU stopped with status {result.returncode} before the guest powered off",
                          hint="read QEMU's message below" + ("; try --accel tcg" if sink.kvm_fault else ""),
                          detail=f"command: {result.command}\n{process.tail(sink.tail, _TAIL_LINES)}",

@@ -1,11 +1,16 @@
 """`tdx run`'s VM runner: the QEMU command line, port forwards (127.0.0.1 only), and each refusal before boot.
 
-The booted path (console streamed, KVM fault falling back to TCG, Ctrl-C) runs in tests/e2e/test_secrets_boot.py.
+The booted path (console streamed, Ctrl-C, and on a host whose KVM cannot run the VM the fall back to TCG)
+runs in tests/e2e/test_secrets_boot.py. Here the fall back runs against a stand-in `qemu-system-x86_64` that
+prints what the real one printed on two hosts whose nested KVM could not run OVMF: the fault cannot be
+caused on demand on a host whose KVM works.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +93,87 @@ def test_resolve_image(tmp_path: Path) -> None:
     with pytest.raises(ImageError) as e:
         resolve_image(tar)
     assert e.value.code == "image-not-bootable"
+
+
+# What qemu-system-x86_64 printed under `-accel kvm -cpu host`: an AMD EPYC guest with nested KVM (it aborts
+# creating the vCPU), and a nested KVM that cannot emulate OVMF's first instructions (the vCPU stops, QEMU stays).
+MSR_ABORT = (b"qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n"
+             b"qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion "
+             b"`ret == cpu->kvm_msr_buf->nmsrs' failed.\n")
+EMULATION_FAILURE = (b"KVM internal error. Suberror: 1\nextra data[0]: 0x0000000000000001\n"
+                     b"emulation failure\nEAX=00000000 EBX=00807000 ECX=00000001 EDX=00807154\n")
+
+
+@pytest.mark.parametrize(("output", "line"), [
+    (MSR_ABORT, "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69"),
+    (b"BdsDxe: loading\r\n" + EMULATION_FAILURE, "KVM internal error. Suberror: 1"),
+    (b"qemu-system-x86_64: ../target/i386/kvm/kvm.c:12: kvm_arch_init_vcpu: Assertion `r == 0' failed.",
+     "qemu-system-x86_64: ../target/i386/kvm/kvm.c:12: kvm_arch_init_vcpu: Assertion `r == 0' failed."),
+])
+def test_kvm_fault_found(output: bytes, line: str) -> None:
+    assert vm.kvm_fault(output) == line
+
+
+@pytest.mark.parametrize("output", [
+    b"",
+    b"[    1.20] kvm: failed to set MSR 0x10a\n",  # a guest's own words are not QEMU's
+    b"qemu-system-x86_64: -nic user: Could not set up host forwarding rule\n",
+    b"Welcome to Debian GNU/Linux 12 (bookworm)!\n",
+])
+def test_no_kvm_fault(output: bytes) -> None:
+    assert vm.kvm_fault(output) is None
+
+
+def fake_qemu(tmp_path: Path, kvm_output: bytes, kvm_exits: bool) -> Path:
+    """A `qemu-system-x86_64` on PATH: under KVM it prints `kvm_output` (then exits 134 or hangs); under
+    TCG it prints a console line and exits 0. Each run's accelerator is appended to the returned file."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    script = bin_dir / "qemu-system-x86_64"
+    script.write_text(f"""#!{sys.executable}
+import sys, time
+accel = sys.argv[sys.argv.index("-accel") + 1]
+with open({str(calls)!r}, "a") as f:
+    f.write(accel + "\\n")
+if accel == "kvm":
+    sys.stderr.buffer.write({kvm_output!r})
+    sys.stderr.flush()
+    if {kvm_exits!r}:
+        sys.exit(134)
+    time.sleep(120)
+sys.stdout.write("guest: powered off\\n")
+""")
+    script.chmod(0o755)
+    return calls
+
+
+@pytest.mark.parametrize(("output", "exits"), [(MSR_ABORT, True), (EMULATION_FAILURE, False)])
+def test_auto_falls_back_to_tcg_when_kvm_cannot_run_the_vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           output: bytes, exits: bool) -> None:
+    calls = fake_qemu(tmp_path, output, exits)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(vm, "kvm_usable", lambda: True)  # the stand-in answers for KVM, whatever this host has
+    uki = tmp_path / "image.efi"
+    uki.write_bytes(b"MZ")
+    console: list[bytes] = []
+    notices: list[str] = []
+    log = tmp_path / "console.log"
+    done = vm.run_vm(uki, console=console.append, notice=notices.append, console_log=log, timeout=60)
+    assert (done.accel, done.returncode, done.kvm_fault) == (vm.Accel.TCG, 0, True)
+    assert calls.read_text().split() == ["kvm", "tcg"]
+    fault = vm.kvm_fault(output)
+    assert fault is not None and any(fault in n and "booting again under TCG" in n for n in notices), notices
+    # the console and its log hold the guest's run, not QEMU's complaint about KVM
+    assert b"".join(console) == log.read_bytes() == b"guest: powered off\n"
+
+
+def test_kvm_asked_for_and_faulting_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_qemu(tmp_path, MSR_ABORT, True)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    uki = tmp_path / "image.efi"
+    uki.write_bytes(b"MZ")
+    with pytest.raises(ImageError) as e:
+        vm.run_vm(uki, accel=vm.Accel.KVM, console=lambda _c: None, timeout=60)
+    assert e.value.code == "vm-failed" and "try --accel tcg" in (e.value.hint or "")
+    assert "failed to set MSR 0x10a" in (e.value.detail or "")
+    assert calls.read_text().split() == ["kvm"]
