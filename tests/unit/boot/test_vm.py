@@ -124,9 +124,10 @@ def test_no_kvm_fault(output: bytes) -> None:
     assert vm.kvm_fault(output) is None
 
 
-def fake_qemu(tmp_path: Path, kvm_output: bytes, kvm_exits: bool) -> Path:
-    """A `qemu-system-x86_64` on PATH: under KVM it prints `kvm_output` (then exits 134 or hangs); under
-    TCG it prints a console line and exits 0. Each run's accelerator is appended to the returned file."""
+def fake_qemu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kvm_output: bytes, kvm_exits: bool) -> tuple[Path, Path]:
+    """A `qemu-system-x86_64` put first on PATH: under KVM it prints `kvm_output` (then exits 134 or hangs);
+    under TCG it prints a console line and exits 0. Returns the file each run's accelerator is appended
+    to, and a UKI for it to be given."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
     script = bin_dir / "qemu-system-x86_64"
@@ -144,17 +145,17 @@ if accel == "kvm":
 sys.stdout.write("guest: powered off\\n")
 """)
     script.chmod(0o755)
-    return calls
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    uki = tmp_path / "image.efi"
+    uki.write_bytes(b"MZ")
+    return calls, uki
 
 
 @pytest.mark.parametrize(("output", "exits"), [(MSR_ABORT, True), (EMULATION_FAILURE, False)])
 def test_auto_falls_back_to_tcg_when_kvm_cannot_run_the_vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            output: bytes, exits: bool) -> None:
-    calls = fake_qemu(tmp_path, output, exits)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    calls, uki = fake_qemu(tmp_path, monkeypatch, output, exits)
     monkeypatch.setattr(vm, "kvm_usable", lambda: True)  # the stand-in answers for KVM, whatever this host has
-    uki = tmp_path / "image.efi"
-    uki.write_bytes(b"MZ")
     console: list[bytes] = []
     notices: list[str] = []
     log = tmp_path / "console.log"
@@ -168,10 +169,7 @@ def test_auto_falls_back_to_tcg_when_kvm_cannot_run_the_vm(tmp_path: Path, monke
 
 
 def test_kvm_asked_for_and_faulting_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = fake_qemu(tmp_path, MSR_ABORT, True)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    uki = tmp_path / "image.efi"
-    uki.write_bytes(b"MZ")
+    calls, uki = fake_qemu(tmp_path, monkeypatch, MSR_ABORT, True)
     with pytest.raises(ImageError) as e:
         vm.run_vm(uki, accel=vm.Accel.KVM, console=lambda _c: None, timeout=60)
     assert e.value.code == "vm-failed" and "try --accel tcg" in (e.value.hint or "")
